@@ -1,0 +1,76 @@
+"""Load a gptlab checkpoint for inference: the model, its tokenizer and the run's config.
+
+Checkpoints are Lightning ``.ckpt`` files that hold only tensors and plain data, so
+they are read with ``torch.load(weights_only=True)``: a file crafted to run code
+when unpickled is refused instead of executed. Everything needed to rebuild the
+model and the tokenizer travels inside the file (no Hydra, no config files).
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gptlab.model import GPT, GPTConfig
+from gptlab.tokenizer import Tokenizer, tokenizer_from_dict
+
+
+class CheckpointError(ValueError):
+    """The file is missing, unreadable or not a gptlab checkpoint; the message says what to do."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: GPT
+    tokenizer: Tokenizer
+    config: dict[str, Any]
+    path: Path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint file safely (tensors and plain data only) and check its shape."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass the checkpoint file, e.g. {path}/checkpoints/last.ckpt")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path (runs keep theirs in outputs/<date>/<time>/checkpoints/)")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain data, so it was not loaded "
+            f"(loading it could run arbitrary code): {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}); it may be truncated or corrupt") from None
+    if not isinstance(data, dict) or "state_dict" not in data or "model_config" not in data.get("hyper_parameters", {}):
+        raise CheckpointError(f"{path} is not a gptlab checkpoint (no model config inside); pass a .ckpt written by python -m gptlab.train")
+    return data
+
+
+def model_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The GPT's own weights: the Lightning module stores them under ``model.``."""
+    prefix = "model."
+    return {k[len(prefix):].replace("_orig_mod.", ""): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the trained model (in eval mode) and its tokenizer from one checkpoint file."""
+    data = read_checkpoint(path, map_location)
+    hparams = data["hyper_parameters"]
+    tokenizer_state = hparams.get("tokenizer")
+    if not tokenizer_state:
+        raise CheckpointError(f"{path} carries no tokenizer, so its ids cannot be turned into text; retrain with gptlab >= 0.1")
+    config = GPTConfig.from_dict(dict(hparams["model_config"]))
+    model = GPT(config)
+    try:
+        model.load_state_dict(model_state_dict(data))
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: the weights do not fit the model config stored with them ({str(e).splitlines()[0]})") from None
+    model.to(map_location).eval()
+    return LoadedCheckpoint(model, tokenizer_from_dict(dict(tokenizer_state)), dict(hparams.get("run_config") or {}), Path(path))

@@ -1,0 +1,170 @@
+"""The LightningDataModule: text in, random token windows out.
+
+Steps, in order: read the corpus (embedded, downloaded or local), build the tokenizer
+from it (or load a saved one), split the text into train/validation at
+``1 - val_fraction`` of its characters (for a character tokenizer this is exactly
+nanoGPT's split of the encoded array), tokenize each split once into a cached
+memory-mapped file, and serve random windows. Validation always uses the same
+``val_batches`` batches so that its loss is cheap and comparable between runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from gptlab.data.sources import DataError, default_cache_dir, download, embedded_text, read_local
+from gptlab.data.token_cache import cached_tokens
+from gptlab.data.windows import RandomWindows
+from gptlab.tokenizer import Tokenizer
+
+TokenizerFactory = Callable[..., Tokenizer]
+
+
+class TextDataModule(L.LightningDataModule):
+    """Serve (x, y) windows of ``block_size`` tokens from one text corpus.
+
+    ``source`` is ``"embedded"`` (Python's own pydoc topics; no network), ``"url"``
+    (download ``url`` once, checked against ``sha256``) or ``"file"`` (``path``: a text
+    file or a folder of .txt files). Setting ``path`` always wins, so a downloaded
+    corpus can be replaced by a local copy with ``data.path=...``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        block_size: int,
+        batch_size: int,
+        source: str = "embedded",
+        path: str | None = None,
+        url: str | None = None,
+        sha256: str | None = None,
+        filename: str | None = None,
+        cache_dir: str | None = None,
+        val_fraction: float = 0.1,
+        val_batches: int = 20,
+        seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        errors: str = "strict",
+    ) -> None:
+        super().__init__()
+        if not 0.0 < val_fraction < 1.0:
+            raise DataError(f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
+        if block_size < 1 or batch_size < 1 or val_batches < 1:
+            raise DataError("data.block_size, data.batch_size and data.val_batches must all be at least 1")
+        self.name = name
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.source = source
+        self.path = path
+        self.url = url
+        self.sha256 = sha256
+        self.filename = filename
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.val_fraction = val_fraction
+        self.val_batches = val_batches
+        self.seed = seed
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.errors = errors
+        self.tokenizer: Tokenizer | None = None
+        self.train_tokens: np.ndarray | None = None
+        self.val_tokens: np.ndarray | None = None
+        self.val_bytes_per_token: float | None = None
+        self.start_batch = 0  # set by the training module when a run resumes
+        self._text: str | None = None
+
+    # -- corpus and tokenizer ---------------------------------------------------------
+    def load_text(self) -> str:
+        """The whole corpus as one string (read once, then kept)."""
+        if self._text is None:
+            self._text = self._read()
+            if not self._text.strip():
+                raise DataError(f"the corpus {self._describe()} is empty; give data.path a file with text in it")
+        return self._text
+
+    def _read(self) -> str:
+        if self.path:
+            return read_local(self.path, errors=self.errors)
+        if self.source == "embedded":
+            return embedded_text()
+        if self.source == "url":
+            if not self.url:
+                raise DataError("data.source=url needs data.url (and data.sha256 to verify it)")
+            dest = self.cache_dir / "corpora" / (self.filename or Path(self.url).name)
+            return read_local(download(self.url, dest, self.sha256), errors=self.errors)
+        if self.source == "file":
+            raise DataError("data.source=file needs data.path=<a text file or a folder of .txt files>")
+        raise DataError(f"unknown data.source={self.source!r}; use embedded, url or file")
+
+    def _describe(self) -> str:
+        return str(self.path) if self.path else f"{self.name!r} ({self.source})"
+
+    def split_text(self) -> tuple[str, str]:
+        text = self.load_text()
+        cut = int(len(text) * (1.0 - self.val_fraction))
+        return text[:cut], text[cut:]
+
+    def build_tokenizer(self, factory: TokenizerFactory | Tokenizer) -> Tokenizer:
+        """Make the run's tokenizer; a factory gets the corpus (char vocabularies and BPE need it)."""
+        self.tokenizer = factory if isinstance(factory, Tokenizer) else factory(text=self.load_text())
+        return self.tokenizer
+
+    # -- Lightning hooks --------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Tokenize and cache both splits (Lightning calls this once per node, before setup)."""
+        self._tokenize()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_tokens is None:
+            self._tokenize()
+
+    def _tokenize(self) -> None:
+        if self.tokenizer is None:
+            raise RuntimeError("call build_tokenizer() before using the data module")
+        train_text, val_text = self.split_text()
+        key = f"{self.name}-val{self.val_fraction:g}"
+        self.train_tokens = cached_tokens(train_text, self.tokenizer, self.cache_dir, key + "-train")
+        self.val_tokens = cached_tokens(val_text, self.tokenizer, self.cache_dir, key + "-val")
+        for split, tokens in (("training", self.train_tokens), ("validation", self.val_tokens)):
+            if len(tokens) < self.block_size + 1:
+                raise DataError(
+                    f"the {split} split of {self._describe()} has {len(tokens)} tokens, fewer than "
+                    f"block_size + 1 = {self.block_size + 1}; use a longer corpus, a smaller "
+                    "model.block_size, or a larger data.val_fraction"
+                )
+        self.val_bytes_per_token = len(val_text.encode("utf-8", errors="surrogatepass")) / len(self.val_tokens)
+
+    def _rank(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.global_rank if trainer is not None else 0
+
+    def _loader(self, dataset: RandomWindows) -> DataLoader:
+        pin = self.pin_memory if self.pin_memory is not None else torch.cuda.is_available()
+        return DataLoader(
+            dataset,
+            batch_size=None,  # the dataset already yields whole batches
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_tokens is not None
+        windows = RandomWindows(
+            self.train_tokens, self.block_size, self.batch_size, self.seed, self._rank(), start_batch=self.start_batch
+        )
+        return self._loader(windows)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_tokens is not None
+        windows = RandomWindows(
+            self.val_tokens, self.block_size, self.batch_size, self.seed + 1_000_003, self._rank(), self.val_batches
+        )
+        return self._loader(windows)

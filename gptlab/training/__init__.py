@@ -1,0 +1,1 @@
+"""The Lightning side of gptlab: the pretraining module, optimizers, schedules, callbacks."""

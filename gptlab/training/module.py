@@ -1,0 +1,87 @@
+"""The pretraining LightningModule: next-token cross-entropy, optimizer, schedule, metrics.
+
+It receives plain data (the model's config dict, the optimizer and scheduler specs,
+the tokenizer's dict), never built objects, so ``load_from_checkpoint`` and notebooks
+rebuild it without Hydra, and checkpoints load with ``torch.load(weights_only=True)``.
+
+Metrics, all per optimizer step or per validation:
+    train/loss            mean next-token cross-entropy of the step's batch (nats/token)
+    val/loss, val/ppl     over the fixed validation batches; perplexity = exp(loss)
+    val/bpb               bits per byte = loss / ln 2 * tokens per byte of the validation
+                          text, comparable between tokenizers
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from gptlab.model import GPT, GPTConfig
+from gptlab.utils.spec import build
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting ``targets[b, t]`` from ``logits[b, t]``."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+
+
+class GPTLightningModule(L.LightningModule):
+    """Trains a ``GPT`` built from ``model_config`` on (x, y) window batches."""
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        tokenizer: dict[str, Any] | None = None,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = GPTConfig.from_dict(model_config)
+        self.model = GPT(self.config)
+        if self.config.compile:
+            self.model.compile()  # in place: parameter names (and checkpoints) stay unchanged
+        self.val_bytes_per_token: float | None = None
+        self._val_losses: list[torch.Tensor] = []
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)
+
+    # -- training ---------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = next_token_loss(self.model(x), y)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.val_bytes_per_token = getattr(datamodule, "val_bytes_per_token", None)
+
+    # -- validation -------------------------------------------------------------------
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self._val_losses.append(next_token_loss(self.model(x), y).detach())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_losses:
+            return
+        loss = torch.stack(self._val_losses).mean()
+        self._val_losses.clear()
+        loss = self.trainer.strategy.reduce(loss, reduce_op="mean")  # average over DDP ranks
+        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
+        self.log("val/ppl", torch.exp(loss))
+        if self.val_bytes_per_token:
+            self.log("val/bpb", loss / math.log(2) / self.val_bytes_per_token)
+
+    # -- optimizer --------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = build(dict(self.hparams.optimizer), self.model)
+        if not self.hparams.scheduler:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": build(dict(self.hparams.scheduler), optimizer)}
