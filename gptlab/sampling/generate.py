@@ -24,9 +24,9 @@ window longer than ``block_size``, the window jumps forward to the row's last
 them (one prefill), after which cheap one-token steps resume. The rule depends only on
 the row's own length, and the uncached path uses the very same windows, so cached ==
 uncached and batched == one-by-one also hold past the context length. The price of a
-jump is one prefill every ``block_size - window_keep`` tokens; ``window_keep =
-block_size - 1`` reproduces nanoGPT's "crop to the last block_size tokens" semantics
-exactly, at the cost of a full recompute every step.
+jump is one prefill every ``block_size - window_keep + 1`` tokens; ``window_keep =
+block_size`` reproduces nanoGPT's "crop to the last block_size tokens" semantics
+exactly, at the cost of a full recompute every step once the context is full.
 
 Prompts longer than ``block_size - 1`` tokens keep their last ``block_size - 1``
 tokens (with a warning) so there is room for at least one new token. An empty prompt
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -128,6 +128,7 @@ def generate(
     tokenizer: Any = None,
     window_keep: int | None = None,
     generator: torch.Generator | None = None,
+    logits_hook: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
 ) -> list[list[int]] | Iterator[Step]:
     """Continue each prompt with new tokens.
 
@@ -153,6 +154,9 @@ def generate(
         window_keep: tokens kept when a window slides past the context (module docstring).
         generator: the random source; default is a ``torch.Generator`` seeded with
             ``sampler.seed``, or the global RNG when the seed is None.
+        logits_hook: called each step with the model's raw next-token logits (B, V),
+            float32, before any filter; it may return replacement logits (constraints,
+            logit bias) or None to keep them (logging, tests).
 
     Returns:
         ``list[list[int]]`` of new tokens per prompt (without the prompt or the eot), or an
@@ -169,15 +173,15 @@ def generate(
         raise ValueError("sampler.stop strings need a tokenizer: pass tokenizer= to generate()")
     block_size = int(model.config.block_size)
     keep = block_size // 2 if window_keep is None else int(window_keep)
-    if not 1 <= keep <= block_size - 1:
-        raise ValueError(f"window_keep must be in [1, block_size - 1 = {block_size - 1}], got {window_keep}")
+    if not 1 <= keep <= block_size:
+        raise ValueError(f"window_keep must be in [1, block_size = {block_size}], got {window_keep}")
     rows = _prepare_prompts(prompt_ids, block_size, int(model.config.vocab_size),
                             start_token_id(tokenizer, eot_id))
     device = next(model.parameters()).device
     if generator is None and sampler.seed is not None:
         generator = torch.Generator(device=device).manual_seed(sampler.seed)
     steps = _decode(model, rows, sampler, use_cache=use_cache, eot_id=eot_id, tokenizer=tokenizer,
-                    keep=keep, generator=generator, device=device)
+                    keep=keep, generator=generator, device=device, logits_hook=logits_hook)
     if stream:
         return steps
     out: list[list[int]] = [[] for _ in rows]
@@ -232,13 +236,14 @@ def _decode(
     keep: int,
     generator: torch.Generator | None,
     device: torch.device,
+    logits_hook: Callable[[torch.Tensor], torch.Tensor | None] | None,
 ) -> Iterator[Step]:
     """The decoding loop (a generator: ``inference_mode`` wraps each resume only)."""
     was_training = model.training
     model.eval()
     try:
-        yield from _DecodeLoop(model, rows, sampler, use_cache, eot_id, tokenizer, keep,
-                               generator, device).run()
+        loop = _DecodeLoop(model, rows, sampler, use_cache, eot_id, tokenizer, keep, generator, device)
+        yield from loop.run(logits_hook)
     finally:
         model.train(was_training)
 
@@ -267,9 +272,13 @@ class _DecodeLoop:
         self.mask: torch.Tensor | None = None  # (B, cache.pos) while padding is cached
         self.next_pos: torch.Tensor | None = None  # (B, 1) position of the next token
 
-    def run(self) -> Iterator[Step]:
+    def run(self, logits_hook=None) -> Iterator[Step]:
         logits = self._prefill()
         for step in range(self.sampler.max_new_tokens):
+            logits = logits.float()
+            if logits_hook is not None:
+                replaced = logits_hook(logits)
+                logits = logits if replaced is None else replaced
             new = sample_next(logits, self.sampler, self.counts, self.generator)
             out = self._accept(new.tolist(), step)
             yield out
