@@ -245,3 +245,11 @@ def test_every_option_pair_builds():
         opts["attention"] = {**OPTIONS[a].get("attention", {}), **OPTIONS[b].get("attention", {})}
         model = build(tiny(n_layer=1, **opts))
         assert model(torch.randint(0, VOCAB, (1, 6))).shape == (1, 6, VOCAB)
+
+
+def test_bench_peak_prints_gflops(capsys):
+    from gptlab import bench_peak
+
+    flops = bench_peak.main(["--size", "64", "--repeats", "2"])
+    assert flops > 0
+    assert "GFLOP/s" in capsys.readouterr().out

@@ -93,7 +93,7 @@ def load_hf(cls: type[GPT], path: str | Path, **overrides: Any) -> GPT:
     state: dict[str, torch.Tensor] = {}
     for key, value in hf_state.items():
         key = key.removeprefix("transformer.")
-        if key.endswith(("attn.bias", "attn.masked_bias")):  # old checkpoints' mask buffers
+        if key.endswith((".attn.bias", ".attn.masked_bias")):  # old checkpoints' mask buffers
             continue
         if key.endswith(_TRANSPOSED):
             value = value.t()
