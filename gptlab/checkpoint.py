@@ -39,6 +39,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is a folder; pass the checkpoint file, e.g. {path}/checkpoints/last.ckpt")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path (runs keep theirs in outputs/<date>/<time>/checkpoints/)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (not a torch.save archive); it may be truncated or corrupt")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

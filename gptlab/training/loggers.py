@@ -47,3 +47,31 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", **kwargs: Any
     if "tags" in kwargs:
         kwargs["tags"] = list(kwargs["tags"])
     return WandbLogger(save_dir=save_dir, offline=offline, id=run_id, resume="allow", **kwargs)
+
+
+def csv_logger(save_dir: str, name: str = "", version: str = ""):
+    """Lightning's CSV logger, except that a resumed run appends to its ``metrics.csv``.
+
+    Lightning's own writer deletes an existing ``metrics.csv`` when it starts, so a run
+    resumed in its own folder would lose the history before the resume.
+    """
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    class AppendingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            if self._fs.isfile(self.metrics_file_path):
+                with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                    self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+
+    class AppendingCSVLogger(CSVLogger):
+        @property
+        def experiment(self) -> ExperimentWriter:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = AppendingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return AppendingCSVLogger(save_dir=save_dir, name=name, version=version)

@@ -80,6 +80,25 @@ class GPTLightningModule(L.LightningModule):
             self.log("val/bpb", loss / math.log(2) / self.val_bytes_per_token)
 
     # -- optimizer --------------------------------------------------------------------
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip here, not in Lightning's precision plugin, so fused AdamW can be clipped.
+
+        Lightning refuses to clip for any optimizer that "handles unscaling" (the fused
+        ones) because fp16 gradients may still be scaled. Without a gradient scaler
+        (fp32, bf16) they are not, so clipping is safe; with one, Lightning's path runs.
+        """
+        if not gradient_clip_val:
+            return
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
     def configure_optimizers(self):
         optimizer = build(dict(self.hparams.optimizer), self.model)
         if not self.hparams.scheduler:

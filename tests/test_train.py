@@ -1,0 +1,121 @@
+"""End-to-end training through the real config, DataModule, LightningModule and Trainer."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from gptlab.checkpoint import CheckpointError, load_checkpoint
+from gptlab.errors import ConfigError
+from gptlab.model import ModelConfigError
+from gptlab.train import train
+from tests.conftest import TINY_OVERRIDES, compose_train
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_writes_checkpoint_config_metrics_and_sample(tiny_cfg):
+    metrics = train(tiny_cfg)
+    run = Path(tiny_cfg.paths.output_dir)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "config.yaml").is_file() and (run / "tokenizer.json").is_file()
+    assert (run / "sample.txt").read_text().strip(), "the end-of-training sample is empty"
+    rows = read_metrics(run)
+    assert any(r.get("val/loss") for r in rows) and any(r.get("train/loss") for r in rows)
+    assert math.isfinite(metrics["val/loss"]) and "val/bpb" in metrics and "val/ppl" in metrics
+
+
+def test_loss_goes_down_from_uniform_guess(tmp_path):
+    cfg = compose_train([*TINY_OVERRIDES, "trainer.max_steps=60", "trainer.val_check_interval=60",
+                         "optimizer.lr=3e-3", "~callbacks.sample_text"], tmp_path / "run")
+    metrics = train(cfg)
+    ckpt = load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    uniform = math.log(ckpt.model.config.vocab_size)
+    # An untrained model scores ~ln(vocab); 60 steps on English must beat it clearly.
+    assert metrics["val/loss"] < uniform - 0.8
+
+
+def test_checkpoint_carries_model_and_tokenizer(tiny_cfg):
+    train(tiny_cfg)
+    loaded = load_checkpoint(Path(tiny_cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    ids = loaded.tokenizer.encode("The ")
+    logits = loaded.model(torch.tensor([ids]))
+    assert logits.shape == (1, len(ids), loaded.tokenizer.vocab_size)
+    assert loaded.config["model"]["n_layer"] == tiny_cfg.model.n_layer
+
+
+def test_checkpoint_loads_with_weights_only(tiny_cfg):
+    train(tiny_cfg)
+    data = torch.load(Path(tiny_cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "state_dict" in data and data["hyper_parameters"]["tokenizer"]["kind"] == "char"
+
+
+def test_indivisible_heads_fail_before_training(tmp_path):
+    cfg = compose_train([*TINY_OVERRIDES, "model.n_embd=65"], tmp_path / "run")
+    with pytest.raises(ModelConfigError, match="n_head"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_vocab_smaller_than_tokenizer_is_refused(tmp_path):
+    cfg = compose_train([*TINY_OVERRIDES, "model.vocab_size=10"], tmp_path / "run")
+    with pytest.raises(ConfigError, match="vocab_size"):
+        train(cfg)
+
+
+def test_missing_checkpoint_and_non_checkpoint_file(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(junk)
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(CheckpointError, match="not a gptlab checkpoint"):
+        load_checkpoint(plain)
+
+
+def test_pickled_code_in_checkpoint_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    bad = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"model_config": {}}, "x": Evil()}, bad)
+    with pytest.raises(CheckpointError, match="arbitrary code"):
+        load_checkpoint(bad)
+
+
+def test_resume_from_last_continues_the_step_count(tmp_path):
+    run = tmp_path / "run"
+    train(compose_train([*TINY_OVERRIDES, "~callbacks.sample_text"], run))
+    cfg = compose_train([*TINY_OVERRIDES, "~callbacks.sample_text", "trainer.max_steps=9", "ckpt_path=last"], run)
+    train(cfg)
+    data = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert data["global_step"] == 9
+
+
+def test_gradient_accumulation_and_bf16_run(tmp_path):
+    cfg = compose_train([*TINY_OVERRIDES, "trainer.accumulate_grad_batches=2", "trainer.precision=bf16-mixed",
+                         "~callbacks.sample_text"], tmp_path / "run")
+    metrics = train(cfg)
+    assert math.isfinite(metrics["val/loss"])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "muon"])
+@pytest.mark.parametrize("scheduler", ["cosine", "wsd"])
+def test_optimizers_and_schedulers_train(tmp_path, optimizer, scheduler):
+    cfg = compose_train([*TINY_OVERRIDES, f"optimizer={optimizer}", f"scheduler={scheduler}",
+                         "~callbacks.sample_text", "trainer.max_steps=3"], tmp_path / "run")
+    with open_dict(cfg):
+        cfg.trainer.val_check_interval = 3
+    assert math.isfinite(train(cfg)["val/loss"])
