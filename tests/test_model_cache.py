@@ -68,6 +68,8 @@ def test_cache_overflow_reset_and_crop():
     torch.testing.assert_close(model(idx, kv_cache=cache), model(idx), **TOL)
     with pytest.raises(ValueError, match="max_len=64 must be between 1 and model.block_size=32"):
         model.new_kv_cache(1, max_len=64)
+    with pytest.raises(ValueError, match="made for batch size 1, got a batch of 2"):
+        model(torch.zeros(2, 3, dtype=torch.long), kv_cache=cache)
 
 
 @pytest.mark.parametrize("name", ["learned", "rope", "rope_manual", "learned_gqa", "rope_window"])

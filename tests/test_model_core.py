@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from gptlab.model import GPT, GPTConfig, SelfAttention
+from gptlab.model import GPT, GPTConfig, ModelConfigError, SelfAttention
 
 VOCAB = 61  # not a multiple of 64, so padding is exercised
 
@@ -109,6 +109,36 @@ def test_causality(name, backend):
     a, b = model(idx), model(changed)
     torch.testing.assert_close(a[:, :t], b[:, :t], atol=0, rtol=0)
     assert not torch.allclose(a[:, t:], b[:, t:])
+
+
+ATTENTION = {
+    "mha": {},
+    "gqa": {"n_kv_head": 2},
+    "mqa": {"n_kv_head": 1},
+    "qknorm": {"qk_norm": True},
+    "window": {"window": 5},
+    "softcap": {"logit_softcap": 10.0},
+}
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "manual"])
+@pytest.mark.parametrize("position", ["learned", "rope", "none"])
+@pytest.mark.parametrize("attention", list(ATTENTION))
+def test_causality_every_attention_and_position(attention, position, backend):
+    """The full product: each attention option x each position scheme x each backend."""
+    options = {"position": position, "attention": {**ATTENTION[attention], "backend": backend}}
+    if attention == "softcap" and backend == "sdpa":
+        with pytest.raises(ModelConfigError, match="needs model.attention.backend=manual"):
+            tiny(**options)
+        return
+    model = build(tiny(n_layer=1, **options))
+    idx = torch.randint(0, VOCAB, (2, 16))
+    for t in (0, 7, 15):
+        changed = idx.clone()
+        changed[:, t] = (changed[:, t] + 1) % VOCAB
+        a, b = model(idx), model(changed)
+        torch.testing.assert_close(a[:, :t], b[:, :t], atol=0, rtol=0)
+        assert not torch.allclose(a[:, t], b[:, t])
 
 
 def test_sliding_window_limits_what_a_query_sees():
@@ -253,3 +283,16 @@ def test_bench_peak_prints_gflops(capsys):
     flops = bench_peak.main(["--size", "64", "--repeats", "2"])
     assert flops > 0
     assert "GFLOP/s" in capsys.readouterr().out
+
+
+def test_meta_build_then_materialise_matches():
+    """Big models are built on the meta device; init_buffers refills the derived buffers."""
+    cfg = tiny(position="rope", attention={"window": 6})
+    ref = build(cfg)
+    with torch.device("meta"):
+        model = GPT(cfg)
+    model.to_empty(device="cpu")
+    model.init_buffers()
+    model.load_state_dict(ref.state_dict())
+    idx = torch.randint(0, VOCAB, (2, 16))
+    torch.testing.assert_close(model.eval()(idx), ref(idx), atol=0, rtol=0)

@@ -77,19 +77,18 @@ class GPT(nn.Module):
             # 2017): fewer parameters, and rare tokens learn from both ends.
             self.lm_head.weight = self.transformer.wte.weight
 
-        # Attention masks, built once: ``allowed[i, j]`` says whether absolute position i
-        # may attend to j (causal, and inside the sliding window if there is one). Any
-        # step's mask, with or without a KV cache, is a slice of it: no per-step work.
+        # Masks and rotary tables are buffers computed once (see ``init_buffers``); they
+        # are not saved in checkpoints because they follow from the config.
         n = config.block_size
-        pos = torch.arange(n)
-        allowed = pos[:, None] >= pos[None, :]
-        if config.attention.window is not None:
-            allowed &= pos[:, None] - pos[None, :] < config.attention.window
-        self.register_buffer("allowed", allowed, persistent=False)
+        self.register_buffer("allowed", torch.empty(n, n, dtype=torch.bool), persistent=False)
         if config.position == "rope":
-            cos, sin = rope_tables(config.head_size, n, config.rope_theta)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
+            self.register_buffer(
+                "rope_cos", torch.empty(n, config.head_size // 2), persistent=False
+            )
+            self.register_buffer(
+                "rope_sin", torch.empty(n, config.head_size // 2), persistent=False
+            )
+        self.init_buffers()
 
         self.apply(self._init_weights)
         # GPT-2: residual projections start smaller, by 1/sqrt(2 * n_layer) (two residual
@@ -97,6 +96,25 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @torch.no_grad()
+    def init_buffers(self) -> None:
+        """Fill the attention-mask and RoPE buffers (call again after ``to_empty()``).
+
+        ``allowed[i, j]`` says whether absolute position i may attend to j (causal, and
+        inside the sliding window if there is one). Any step's mask, with or without a KV
+        cache, is a slice of it, so no step builds a mask from scratch.
+        """
+        cfg = self.config
+        pos = torch.arange(cfg.block_size, device=self.allowed.device)
+        allowed = pos[:, None] >= pos[None, :]
+        if cfg.attention.window is not None:
+            allowed &= pos[:, None] - pos[None, :] < cfg.attention.window
+        self.allowed.copy_(allowed)
+        if cfg.position == "rope":
+            cos, sin = rope_tables(cfg.head_size, cfg.block_size, cfg.rope_theta)
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
 
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2 initialisation: N(0, 0.02) for matrices and embeddings, zero biases."""
@@ -137,6 +155,11 @@ class GPT(nn.Module):
                 f"{cfg.block_size}; crop the input to the last {cfg.block_size} tokens"
             )
         if kv_cache is not None:
+            if kv_cache.batch_size != B:
+                raise ValueError(
+                    f"KV cache was made for batch size {kv_cache.batch_size}, got a batch of "
+                    f"{B}; make a new cache with model.new_kv_cache({B})"
+                )
             kv_cache.check_room(T)
 
         x = self.transformer.wte(idx)
