@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from gptlab.errors import ConfigError, user_errors
 from gptlab.utils.io import atomic_write_text
 
 _RUN_DIR_ENV = "GPTLAB_RUN_DIR"
+# Lightning 2.6 with torch >= 2.10 warns about its own use of a deprecated torch API.
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 
 
 def _is_ddp_child() -> bool:

@@ -74,10 +74,11 @@ class GPTLightningModule(L.LightningModule):
         loss = torch.stack(self._val_losses).mean()
         self._val_losses.clear()
         loss = self.trainer.strategy.reduce(loss, reduce_op="mean")  # average over DDP ranks
-        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
-        self.log("val/ppl", torch.exp(loss))
+        # Every rank now holds the same value, so sync_dist only silences Lightning's warning.
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/ppl", torch.exp(loss), sync_dist=True)
         if self.val_bytes_per_token:
-            self.log("val/bpb", loss / math.log(2) / self.val_bytes_per_token)
+            self.log("val/bpb", loss / math.log(2) / self.val_bytes_per_token, sync_dist=True)
 
     # -- optimizer --------------------------------------------------------------------
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:

@@ -1,0 +1,67 @@
+"""Every config group composes through real Hydra and builds its object."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from gptlab.model import GPT, GPTConfig
+from tests.conftest import CONF_DIR, TINY_OVERRIDES, compose_train
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+GROUP_OPTIONS = [
+    (group, p.stem)
+    for group in ("optimizer", "scheduler", "sampler", "trainer", "logger", "data", "tokenizer", "debug")
+    for p in sorted((CONF_DIR / group).glob("*.yaml"))
+]
+
+
+def test_root_config_lists_every_group_in_precedence_order():
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "train.yaml"))["defaults"]
+    names = [next(iter(d)).replace("optional ", "") if isinstance(d, dict) else d for d in defaults]
+    assert names[0] == "_self_"
+    for group in ("data", "tokenizer", "model", "optimizer", "scheduler", "sampler", "trainer", "callbacks",
+                  "logger", "paths", "experiment", "hparams_search", "debug"):
+        assert group in names
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_compose_and_build_their_model(tmp_path, experiment):
+    cfg = compose_train([f"experiment={experiment}"], tmp_path / "run")
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg["vocab_size"] = model_cfg.get("vocab_size") or 65
+    with torch.device("meta"):
+        GPT(GPTConfig.from_dict(model_cfg))
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
+def test_group_options_compose(tmp_path, group, option):
+    overrides = [f"{group}={option}"]
+    if group == "data" and option == "local":
+        overrides.append("data.path=/some/file.txt")
+    cfg = compose_train(overrides, tmp_path / "run")
+    if group == "debug":  # an overlay: it patches other groups instead of adding its own key
+        assert cfg.trainer.max_steps < 1000
+    else:
+        assert group in cfg
+
+
+def test_command_line_values_reach_the_objects(tmp_path):
+    cfg = compose_train([*TINY_OVERRIDES, "model.n_layer=3", "optimizer.lr=1e-3", "trainer.precision=bf16-mixed",
+                         "trainer.max_steps=500"], tmp_path / "run")
+    assert cfg.model.n_layer == 3 and cfg.scheduler.total_steps == 500
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
+    assert trainer.max_steps == 500 and str(trainer.precision) == "bf16-mixed"
+    opt = hydra.utils.instantiate(cfg.optimizer, GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8)))
+    assert opt.param_groups[0]["lr"] == 1e-3
+
+
+def test_gpt124m_preset_has_gpt2_parameter_count(tmp_path):
+    cfg = compose_train(["model=gpt124m", "tokenizer=gpt2"], tmp_path / "run")
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg["vocab_size"] = model_cfg.get("vocab_size") or 50257
+    with torch.device("meta"):
+        model = GPT(GPTConfig.from_dict(model_cfg))
+    assert model.num_parameters() == 124_439_808

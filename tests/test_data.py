@@ -1,0 +1,153 @@
+"""Corpus sources, the token cache and the random windows, on real files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gptlab.data import DataError, RandomWindows, TextDataModule, cached_tokens, download, embedded_text
+from gptlab.tokenizer import CharTokenizer
+from tests.conftest import SHAKESPEARE, needs_shakespeare
+
+
+def make_dm(tmp_path, **kw) -> TextDataModule:
+    args = {"name": "t", "block_size": 8, "batch_size": 4, "cache_dir": str(tmp_path / "cache"), "val_batches": 2}
+    args.update(kw)
+    return TextDataModule(**args)
+
+
+def test_embedded_corpus_is_real_prose_and_deterministic():
+    text = embedded_text()
+    assert len(text) > 300_000 and text == embedded_text()
+    assert " the " in text
+
+
+def test_token_cache_round_trips_and_uses_smallest_dtype(tmp_path):
+    tok = CharTokenizer.from_corpus("hello world\n")
+    ids = cached_tokens("hello world\n" * 10, tok, tmp_path, "x")
+    assert ids.dtype == np.uint16 and tok.decode(ids.tolist()) == "hello world\n" * 10
+    assert isinstance(ids, np.memmap)
+
+
+def test_token_cache_key_changes_with_text_and_tokenizer(tmp_path):
+    a = CharTokenizer.from_corpus("abc")
+    b = CharTokenizer.from_corpus("abcd")
+    cached_tokens("abcabc", a, tmp_path, "x")
+    cached_tokens("abcabca", a, tmp_path, "x")
+    cached_tokens("abcabc", b, tmp_path, "x")
+    assert len(list((tmp_path / "tokens").glob("*.bin"))) == 3
+
+
+def test_corrupt_token_cache_is_rebuilt_not_trusted(tmp_path):
+    tok = CharTokenizer.from_corpus("abc")
+    cached_tokens("abcabc", tok, tmp_path, "x")
+    (bin_path,) = (tmp_path / "tokens").glob("*.bin")
+    bin_path.write_bytes(b"\x00\x01\x02")  # truncated / corrupt data
+    ids = cached_tokens("abcabc", tok, tmp_path, "x")
+    assert tok.decode(ids.tolist()) == "abcabc"
+    (meta_path,) = (tmp_path / "tokens").glob("*.json")
+    meta = json.loads(meta_path.read_text())
+    meta["vocab_size"] = 999  # a header that does not describe this tokenizer
+    meta_path.write_text(json.dumps(meta))
+    assert tok.decode(cached_tokens("abcabc", tok, tmp_path, "x").tolist()) == "abcabc"
+
+
+def test_windows_are_shifted_by_one_and_reproducible():
+    tokens = np.arange(1000, dtype=np.uint16)
+    windows = RandomWindows(tokens, block_size=16, batch_size=5, seed=3)
+    x, y = windows.batch(7)
+    assert x.shape == (5, 16) and x.dtype == torch.int64
+    assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, 0], x[:, 0] + 1)
+    assert torch.equal(windows.batch(7)[0], x)
+    other_rank = RandomWindows(tokens, block_size=16, batch_size=5, seed=3, rank=1)
+    assert not torch.equal(other_rank.batch(7)[0], x)
+
+
+def test_windows_reach_the_last_token():
+    tokens = np.arange(20, dtype=np.uint16)
+    windows = RandomWindows(tokens, block_size=4, batch_size=64, seed=0)
+    seen = set()
+    for i in range(20):
+        seen.update(windows.batch(i)[1].flatten().tolist())
+    assert 19 in seen and 0 not in seen  # the final id is a target; id 0 never is
+
+
+def test_split_and_bytes_per_token(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abcdefghij" * 100)
+    dm = make_dm(tmp_path, path=str(corpus), source="file")
+    dm.build_tokenizer(CharTokenizer.from_corpus)
+    dm.prepare_data()
+    assert len(dm.train_tokens) == 900 and len(dm.val_tokens) == 100
+    assert dm.val_bytes_per_token == pytest.approx(1.0)
+
+
+def test_folder_of_txt_files(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("first file " * 50)
+    (folder / "b.txt").write_text("second file " * 50)
+    dm = make_dm(tmp_path, path=str(folder))
+    assert "first file" in dm.load_text() and "second file" in dm.load_text()
+
+
+def test_missing_empty_and_tiny_corpus_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        make_dm(tmp_path, path=str(tmp_path / "missing.txt")).load_text()
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    with pytest.raises(DataError, match="is empty"):
+        make_dm(tmp_path, path=str(empty)).load_text()
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("x" * 60)  # validation split: 6 characters < block_size + 1
+    dm = make_dm(tmp_path, path=str(tiny))
+    dm.build_tokenizer(CharTokenizer.from_corpus)
+    with pytest.raises(DataError, match="fewer than block_size"):
+        dm.prepare_data()
+    no_text = tmp_path / "no_text"
+    no_text.mkdir()
+    with pytest.raises(DataError, match="no .txt files"):
+        make_dm(tmp_path, path=str(no_text)).load_text()
+
+
+def test_non_utf8_file_names_the_byte_offset(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\u00e9 ".encode("latin-1") * 3)
+    with pytest.raises(DataError, match="at byte 3"):
+        make_dm(tmp_path, path=str(bad)).load_text()
+    assert "caf" in make_dm(tmp_path, path=str(bad), errors="replace").load_text()
+
+
+def test_download_verifies_checksum_and_keeps_nothing_bad(tmp_path):
+    src = tmp_path / "remote.txt"
+    src.write_text("some corpus text\n" * 10)
+    good = hashlib.sha256(src.read_bytes()).hexdigest()
+    dest = tmp_path / "cache" / "corpus.txt"
+    with pytest.raises(DataError, match="expected"):
+        download(src.as_uri(), dest, sha256="0" * 64)
+    assert not dest.exists() and not list(dest.parent.glob("*.tmp"))
+    assert download(src.as_uri(), dest, sha256=good).read_text() == src.read_text()
+    src.unlink()  # now cached: no second fetch is needed
+    assert download(src.as_uri(), dest, sha256=good).is_file()
+
+
+def test_download_failure_says_how_to_work_offline(tmp_path):
+    with pytest.raises(DataError, match="data.path"):
+        download((tmp_path / "absent.txt").as_uri(), tmp_path / "out.txt")
+
+
+@needs_shakespeare
+def test_shakespeare_config_uses_seeded_cache(tmp_path, offline_environment):
+    from tests.conftest import compose_train
+
+    cfg = compose_train(["experiment=shakespeare_char"], tmp_path / "run")
+    import hydra
+
+    dm = hydra.utils.instantiate(cfg.data)
+    assert dm.load_text() == SHAKESPEARE.read_text()
+    tok = dm.build_tokenizer(hydra.utils.instantiate(cfg.tokenizer))
+    assert tok.vocab_size == 65  # nanoGPT's shakespeare_char vocabulary
