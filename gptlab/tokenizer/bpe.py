@@ -96,6 +96,7 @@ class BPETokenizer(Tokenizer):
         self._cache: dict[str, list[int]] = {}
         self._tiktoken: Any = None  # built on first use; False once it failed
         self._threads = max(1, os.cpu_count() or 1)
+        self._fingerprint: str | None = None
 
     # ------------------------------------------------------------ building
 
@@ -113,10 +114,8 @@ class BPETokenizer(Tokenizer):
         If the text runs out of pairs first, training stops early with a warning and
         the tokenizer is smaller than asked (it is still complete and valid).
         """
-        specials = list(special_tokens)
-        _check_special_tokens(
-            specials, {bytes([b]): b for b in range(256)}
-        )  # fail before the slow part
+        # Check the special tokens before the slow part.
+        specials = list(_check_special_tokens(special_tokens, {bytes([b]): b for b in range(256)}))
         if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
             raise TokenizerError(
                 f"vocab_size={vocab_size} is too small: byte-level BPE needs 256 byte tokens plus "
@@ -306,6 +305,12 @@ class BPETokenizer(Tokenizer):
         return self._tiktoken
 
     # ------------------------------------------------------------ saving
+
+    def fingerprint(self) -> str:
+        """Cached: it is part of every token-cache key and hashes all the merges."""
+        if self._fingerprint is None:
+            self._fingerprint = super().fingerprint()
+        return self._fingerprint
 
     def to_dict(self) -> dict[str, Any]:
         return to_json_dict(

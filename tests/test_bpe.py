@@ -1,0 +1,246 @@
+"""BPETokenizer: training, round trips, special tokens, engines, saving and loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gptlab.tokenizer import BPETokenizer, load_tokenizer, tokenizer_from_dict
+from gptlab.tokenizer.bpe import build_bpe_tokenizer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+EOT = "<|endoftext|>"
+
+# A small corpus with multi-byte characters, so merges inside UTF-8 sequences are learned.
+CORPUS = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
+    "We're told it's 1234 or 56789 miles. Naïve café — déjà vu! 中文分词很有趣。 日本語の文章。\n"
+    "Emoji: 😀😀 👍🏽 👨\u200d👩\u200d👧 and   runs   of    spaces\t\ttabs\n\n\n"
+) * 40
+
+
+def _text() -> str:
+    path = DATA / "tinyshakespeare.txt"
+    extra = path.read_text(encoding="utf-8")[:100_000] if path.is_file() else ""
+    return CORPUS + extra
+
+
+@pytest.fixture(scope="module", params=["gpt4", "gpt2", None])
+def trained(request) -> BPETokenizer:
+    return BPETokenizer.train(_text(), vocab_size=600, pattern=request.param, progress=False)
+
+
+def test_shape(trained):
+    assert trained.vocab_size == 600
+    assert trained.eot_id == 599
+    assert len(trained.merges) == 600 - 256 - 1
+    assert trained.vocab[:256] == [bytes([b]) for b in range(256)]
+    # merges are learned in order: each one only uses ids that exist before it
+    assert all(a < 256 + i and b < 256 + i for i, (a, b) in enumerate(trained.merges))
+
+
+def test_training_is_deterministic():
+    a = BPETokenizer.train(CORPUS, vocab_size=400, progress=False)
+    b = BPETokenizer.train(CORPUS, vocab_size=400, progress=False)
+    assert a.merges == b.merges
+    assert a.fingerprint() == b.fingerprint()
+
+
+def test_compresses(trained):
+    text = CORPUS
+    assert len(text.encode("utf-8")) / len(trained.encode(text)) > 2.0
+
+
+@settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(max_size=120))
+def test_round_trip_any_text(trained, text):
+    """decode(encode(s)) == s for every str without surrogates; both engines agree."""
+    ids = trained.encode_python(text)
+    assert ids == trained.encode(text, engine="tiktoken")
+    assert trained.decode(ids) == text
+    assert all(0 <= i < trained.vocab_size for i in ids)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    text=st.lists(
+        st.sampled_from(["a", " ", "\n", "é", "😀", EOT, "<|", "|>", "endoftext"]), max_size=40
+    ).map("".join)
+)
+def test_round_trip_with_special_tokens(trained, text):
+    ids = trained.encode_python(text)
+    assert ids == trained.encode(text)
+    assert trained.decode(ids) == text
+    assert ids.count(trained.eot_id) == text.count(EOT)
+
+
+def test_special_tokens_are_never_merged():
+    text = (CORPUS[:3000] + EOT) * 5 + EOT * 50
+    tok = BPETokenizer.train(text, vocab_size=300, pattern=None, progress=False)
+    assert not any(b"endoftext" in t for t in tok.vocab)
+    assert tok.encode("hi" + EOT) == [*tok.encode("hi"), tok.eot_id]
+    plain = tok.encode(EOT, allowed_special="none")
+    assert tok.eot_id not in plain
+    assert tok.decode(plain) == EOT
+    assert tok.encode(EOT, allowed_special={EOT}) == [tok.eot_id]
+
+
+def test_several_special_tokens():
+    tok = BPETokenizer.train(
+        CORPUS, vocab_size=300, special_tokens=[EOT, "<|pad|>"], progress=False
+    )
+    assert tok.special_tokens == {EOT: 298, "<|pad|>": 299}
+    text = f"a<|pad|>b{EOT}"
+    assert tok.encode_python(text) == tok.encode(text, engine="tiktoken")
+    assert tok.encode(text, allowed_special={"<|pad|>"})[1] == 299
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_no_special_tokens():
+    tok = BPETokenizer.train(CORPUS, vocab_size=300, special_tokens=[], progress=False)
+    assert tok.eot_id is None
+    assert tok.vocab_size == 300
+
+
+def test_decode_joins_bytes_before_utf8(trained):
+    ids = trained.encode("é😀")
+    byte_ids = trained.encode_python("😀")
+    assert trained.decode(ids) == "é😀"
+    # half of a 4-byte character is not text: replaced only at the end
+    first = [i for i in range(256) if trained.vocab[i] == "😀".encode()[:1]]
+    assert trained.decode(first) == "\ufffd"
+    assert trained.decode_bytes(byte_ids) == "😀".encode()
+
+
+def test_decode_rejects_unknown_ids(trained):
+    from gptlab.tokenizer import TokenizerError
+
+    for bad in ([trained.vocab_size], [-1], ["a"]):
+        with pytest.raises(TokenizerError, match="cannot decode id"):
+            trained.decode(bad)
+
+
+def test_encode_batch(trained):
+    texts = [CORPUS[i : i + 500] for i in range(0, 5000, 500)] + ["", EOT]
+    expected = [trained.encode_python(t) for t in texts]
+    assert trained.encode_batch(texts) == expected
+    assert trained.encode_batch(texts, engine="python") == expected
+
+
+def test_to_tiktoken(trained):
+    enc = trained.to_tiktoken()
+    assert enc.n_vocab == trained.vocab_size
+    assert enc.encode(CORPUS, allowed_special="all") == trained.encode_python(CORPUS)
+    assert enc.decode(trained.encode(CORPUS)) == CORPUS
+
+
+# ------------------------------------------------------------------ saving and loading
+
+
+def test_save_and_load(trained, tmp_path):
+    path = trained.save(tmp_path / "tok.json")
+    loaded = BPETokenizer.load(path)
+    assert loaded.merges == trained.merges
+    assert loaded.special_tokens == trained.special_tokens
+    assert loaded.pattern == trained.pattern
+    assert loaded.fingerprint() == trained.fingerprint()
+    assert loaded.encode(CORPUS) == trained.encode(CORPUS)
+    # the framework's generic loaders read it too (checkpoints carry to_dict())
+    assert load_tokenizer(path).merges == trained.merges
+    assert tokenizer_from_dict(json.loads(json.dumps(trained.to_dict()))).merges == trained.merges
+
+
+def test_save_format_is_readable(trained, tmp_path):
+    path = trained.save(tmp_path / "tok.json")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["kind"] == "bpe" and data["format_version"] == 1
+    assert data["special_tokens"] == {EOT: 599}
+    assert data["n_merges"] == len(data["merges"]) == 343
+    lines = path.read_text(encoding="utf-8").splitlines()
+    # one merge per line, rendered like GPT-2's merges.txt ("Ġ" is a space)
+    assert f'  "{data["merges"][0]}",' in lines or f' "{data["merges"][0]}",' in lines
+    assert all(len(m.split(" ")) == 2 for m in data["merges"])
+
+
+def test_saved_ranks_load_into_tiktoken(trained, tmp_path):
+    tiktoken = pytest.importorskip("tiktoken")
+    from tiktoken.load import load_tiktoken_bpe
+
+    path = trained.save(tmp_path / "tok.json")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    ranks = load_tiktoken_bpe(str(tmp_path / "tok.json.tiktoken"))
+    enc = tiktoken.Encoding(
+        "mine",
+        pat_str=meta["pattern_regex"],
+        mergeable_ranks=ranks,
+        special_tokens=meta["special_tokens"],
+    )
+    assert enc.encode(CORPUS, allowed_special="all") == trained.encode(CORPUS)
+    # and back: our loader reads the ranks file, recovering the same merges
+    again = BPETokenizer.from_tiktoken_file(
+        tmp_path / "tok.json.tiktoken",
+        special_tokens=trained.special_tokens,
+        pattern=trained.pattern,
+    )
+    assert again.merges == trained.merges
+
+
+def test_gpt2_ranks_save_and_load(tmp_path):
+    ranks = DATA / "r50k_base.tiktoken"
+    if not ranks.is_file():
+        pytest.skip(f"{ranks} is absent (the shared test data sits beside the repository)")
+    gpt2 = BPETokenizer.from_tiktoken_file(ranks)
+    path = gpt2.save(tmp_path / "gpt2.json")
+    assert json.loads(path.read_text(encoding="utf-8"))["byte_order"] == "gpt2"
+    assert (tmp_path / "gpt2.json.tiktoken").read_bytes() == ranks.read_bytes()
+    loaded = BPETokenizer.load(path)
+    assert loaded.vocab == gpt2.vocab
+    assert loaded.encode("Hello world" + EOT) == [15496, 995, 50256]
+
+
+def test_save_overwrites_atomically(trained, tmp_path):
+    path = tmp_path / "tok.json"
+    path.write_text("old")
+    trained.save(path)
+    assert BPETokenizer.load(path).merges == trained.merges
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok.json", "tok.json.tiktoken"]
+
+
+# ------------------------------------------------------------------ config entry point
+
+
+def test_build_from_config(tmp_path):
+    hydra = pytest.importorskip("hydra")
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "tokenizer" / "bpe.yaml")
+    cfg.vocab_size = 300
+    cfg.progress = False
+    factory = hydra.utils.instantiate(cfg)
+    tok = factory(text=CORPUS)
+    assert isinstance(tok, BPETokenizer) and tok.vocab_size == 300 and tok.pattern == "gpt4"
+    tok.save(tmp_path / "t.json")
+    cfg.path = str(tmp_path / "t.json")
+    again = hydra.utils.instantiate(cfg)(text="ignored when a path is given")
+    assert again.merges == tok.merges
+
+
+def test_build_warns_when_loaded_size_differs(tmp_path):
+    tok = BPETokenizer.train(CORPUS, vocab_size=300, progress=False)
+    tok.save(tmp_path / "t.json")
+    with pytest.warns(UserWarning, match="has 300 ids"):
+        build_bpe_tokenizer("", vocab_size=4096, path=tmp_path / "t.json")
+
+
+def test_progress_bar_does_not_break_training(capsys):
+    tok = BPETokenizer.train(CORPUS, vocab_size=300, progress=True)
+    assert tok.vocab_size == 300
+    assert "BPE merges" in capsys.readouterr().err
