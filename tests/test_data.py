@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab.data import DataError, RandomWindows, TextDataModule, cached_tokens, download, embedded_text
+from gptlab.data import (
+    DataError,
+    RandomWindows,
+    TextDataModule,
+    cached_tokens,
+    download,
+    embedded_text,
+)
 from gptlab.tokenizer import CharTokenizer
 from tests.conftest import SHAKESPEARE, needs_shakespeare
 

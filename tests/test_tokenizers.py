@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer, TokenizerError, load_tokenizer, tokenizer_from_dict
+from gptlab.tokenizer import (
+    CharTokenizer,
+    GPT2Tokenizer,
+    TokenizerError,
+    load_tokenizer,
+    tokenizer_from_dict,
+)
 from tests.conftest import needs_r50k
 
 
