@@ -244,3 +244,12 @@ def test_progress_bar_does_not_break_training(capsys):
     tok = BPETokenizer.train(CORPUS, vocab_size=300, progress=True)
     assert tok.vocab_size == 300
     assert "BPE merges" in capsys.readouterr().err
+
+
+def test_training_text_with_surrogates():
+    """Training fixes surrogates the way encoding does, instead of failing on UTF-8."""
+    text = CORPUS + "lone \ud800 and paired \ud83d\ude00 " * 20
+    tok = BPETokenizer.train(text, vocab_size=300, progress=False)
+    fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    assert tok.decode(tok.encode(text)) == fixed
+    assert tok.encode_python(text) == tok.encode(text)

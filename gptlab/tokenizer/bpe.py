@@ -93,6 +93,7 @@ class BPETokenizer(Tokenizer):
         self._decoder = dict(enumerate(self.vocab))
         self._decoder.update({i: s.encode("utf-8") for s, i in self.special_tokens.items()})
         self._special_re = _special_regex(self.special_tokens)
+        self._all_special = frozenset(self.special_tokens)
         self._cache: dict[str, list[int]] = {}
         self._tiktoken: Any = None  # built on first use; False once it failed
         self._threads = max(1, os.cpu_count() or 1)
@@ -127,7 +128,7 @@ class BPETokenizer(Tokenizer):
             )
         name, pattern_regex = resolve_pattern(pattern)
         n_merges = vocab_size - 256 - len(specials)
-        counts = count_chunks(text, pattern_regex, specials)
+        counts = count_chunks(text, pattern_regex, specials, progress=progress)
         merges, _ = learn_merges(counts, n_merges, progress=progress)
         if len(merges) < n_merges:
             warnings.warn(
@@ -353,7 +354,7 @@ class BPETokenizer(Tokenizer):
 
     def _allowed(self, allowed_special: AllowedSpecial) -> frozenset[str]:
         if allowed_special == "all":
-            return frozenset(self.special_tokens)
+            return self._all_special
         if allowed_special == "none" or not allowed_special:
             return frozenset()
         allowed = frozenset(allowed_special)

@@ -53,11 +53,14 @@ _BLOCK_CHARS = 1 << 20
 _SAFE_CUT = regex.compile(r"(?<=\p{L})\n")
 
 
-def count_chunks(text: str, pattern: str, special_tokens: Iterable[str] = ()) -> Counter[str]:
+def count_chunks(
+    text: str, pattern: str, special_tokens: Iterable[str] = (), progress: bool = False
+) -> Counter[str]:
     """Pre-split ``text`` with the regex ``pattern`` and count each distinct chunk.
 
     Special tokens are cut out first and never counted, so no merge can ever build
-    one out of ordinary bytes.
+    one out of ordinary bytes. The bar (``progress``) counts characters: on a large
+    corpus the regex pass takes as long as the merges.
     """
     text = fix_surrogates(text)
     specials = sorted(set(special_tokens), key=len, reverse=True)
@@ -71,9 +74,14 @@ def count_chunks(text: str, pattern: str, special_tokens: Iterable[str] = ()) ->
         return counts
     findall = compile_pattern(pattern).findall
     can_cut = pattern in PATTERNS.values()
+    bar = _progress_bar(len(text), progress and len(text) > _BLOCK_CHARS, "pre-splitting", "char")
     for doc in documents:
         for block in _blocks(doc) if can_cut else [doc]:
             counts.update(findall(block))
+            if bar is not None:
+                bar.update(len(block))
+    if bar is not None:
+        bar.close()
     return counts
 
 
@@ -125,7 +133,7 @@ def learn_merges(
     token_id = {t: i for i, t in enumerate(token_bytes)}
     merges: list[tuple[int, int]] = []
     n_duplicates = 0
-    bar = _progress_bar(n_merges, progress)
+    bar = _progress_bar(n_merges, progress, "BPE merges", "merge")
     while len(merges) < n_merges:
         pair = _pop_best(heap, pair_counts)
         if pair is None:
@@ -218,9 +226,9 @@ def _merge_everywhere(
             heapq.heappush(heap, (-count, new))
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool, desc: str, unit: str):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="BPE merges", unit="merge", mininterval=0.5)
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, mininterval=0.5)
