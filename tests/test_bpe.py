@@ -253,3 +253,18 @@ def test_training_text_with_surrogates():
     fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     assert tok.decode(tok.encode(text)) == fixed
     assert tok.encode_python(text) == tok.encode(text)
+
+
+def test_falls_back_to_python_when_tiktoken_cannot_run_the_pattern():
+    """``\\X`` (grapheme cluster) exists in Python's regex but not in tiktoken's Rust engine."""
+    from gptlab.tokenizer import TokenizerError
+
+    tok = BPETokenizer.train(CORPUS, vocab_size=300, pattern=r" ?\w+|\X", progress=False)
+    text = "hello wörld 👍🏽"
+    with pytest.warns(RuntimeWarning, match="pure-Python engine"):
+        ids = tok.encode(text)
+    assert ids == tok.encode_python(text)
+    assert tok.encode_batch([text, text]) == [ids, ids]
+    assert tok.decode(ids) == text
+    with pytest.raises(TokenizerError, match="engine='python'"):
+        tok.encode(text, engine="tiktoken")

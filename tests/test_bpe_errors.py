@@ -35,6 +35,11 @@ def test_vocab_too_small(vocab_size, specials):
         BPETokenizer.train(CORPUS, vocab_size=vocab_size, special_tokens=specials, progress=False)
 
 
+def test_vocab_too_large_for_the_trainer():
+    with pytest.raises(TokenizerError, match="larger than this trainer supports"):
+        BPETokenizer.train(CORPUS, vocab_size=2_000_000, progress=False)
+
+
 def test_smallest_vocab_is_fine():
     tok = BPETokenizer.train(CORPUS, vocab_size=257, progress=False)
     assert tok.merges == [] and tok.eot_id == 256

@@ -51,13 +51,16 @@ AllowedSpecial = Literal["all", "none"] | Iterable[str]
 # words, so most chunks are answered from the cache.
 _CACHE_CHUNK_CHARS = 64
 _CACHE_MAX_ENTRIES = 200_000
+# The trainer stores token ids as characters (chr), so ids stop at the last code point.
+_MAX_VOCAB = 0x110000
 
 
 class BPETokenizer(Tokenizer):
     """Byte-level BPE: ``vocab[id]`` is the bytes of each ordinary token, id = merge rank.
 
     Build one with :meth:`train`, :meth:`load`, :meth:`from_tiktoken_file` or
-    :meth:`from_merges`; the constructor takes the merges already checked.
+    :meth:`from_merges`. Every way in goes through the constructor, which checks the
+    merges and special tokens, so an invalid tokenizer object never exists.
     """
 
     kind = "bpe"
@@ -121,6 +124,11 @@ class BPETokenizer(Tokenizer):
             raise TokenizerError(
                 f"vocab_size={vocab_size} is too small: byte-level BPE needs 256 byte tokens plus "
                 f"{len(specials)} special token(s); use vocab_size >= {256 + len(specials)}"
+            )
+        if vocab_size > _MAX_VOCAB:
+            raise TokenizerError(
+                f"vocab_size={vocab_size} is larger than this trainer supports ({_MAX_VOCAB}); "
+                "use a smaller vocab_size"
             )
         if not isinstance(text, str) or not text:
             raise TokenizerError(
