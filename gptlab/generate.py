@@ -1,7 +1,7 @@
-"""``python -m gptlab.generate``: continue prompts with a trained checkpoint.
+r"""``python -m gptlab.generate``: continue prompts with a trained checkpoint.
 
     python -m gptlab.generate ckpt=outputs/.../checkpoints/last.ckpt prompt="ROMEO:"
-    python -m gptlab.generate ckpt=... prompt="ROMEO:" sampler=top_p sampler.temperature=0.8 \\
+    python -m gptlab.generate ckpt=... prompt="ROMEO:" sampler=top_p sampler.temperature=0.8 \
         max_new_tokens=500 num_samples=3 seed=1
     python -m gptlab.generate ckpt=... prompt_file=prompts.txt output=samples.jsonl
     python -m gptlab.generate ckpt=... interactive=true
@@ -14,6 +14,11 @@ after another); ``prompt_file`` generates all its prompts (x ``num_samples``) as
 left-padded batch and prints them when done. Completions go to stdout, statistics and
 the interactive prompt marker to stderr, so ``> out.txt`` captures just the text.
 
+Newlines: a shell and Hydra pass ``\n`` through as two characters, so in ``prompt``,
+``prompt_file`` lines, interactive prompts and ``sampler.stop`` the escapes ``\n``, ``\t``
+and ``\\`` mean newline, tab and a backslash (``"sampler.stop=['\n\n']"`` ends a
+sample at a blank line).
+
 Without a seed, a fresh one is drawn and recorded in the ``output`` file's settings, so
 any sample can be repeated. ``run_cli(cfg)`` does the work and returns the exit code
 (tests call it with a config from ``hydra.compose``); ``main`` is the thin Hydra wrapper.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import sys
 import time
@@ -149,10 +155,20 @@ def build_sampler(cfg: DictConfig) -> SamplerConfig:
             values[key] = cfg[key]
     if values.get("seed") is None:
         values["seed"] = secrets.randbits(31)
+    if values.get("stop"):
+        values["stop"] = [unescape(s) for s in ([values["stop"]] if isinstance(values["stop"], str) else values["stop"])]
     try:
         return SamplerConfig.from_mapping(values)
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from None
+
+
+def unescape(text: str) -> str:
+    """Turn the two-character escapes ``\\n``, ``\\t`` and ``\\\\`` into newline, tab and backslash.
+
+    Only these three: a general decoder (``unicode_escape``) would mangle non-ASCII text.
+    """
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def pick_device(name: str) -> torch.device:
@@ -177,11 +193,11 @@ def pick_dtype(name: Any) -> torch.dtype | None:
 def read_prompts(cfg: DictConfig) -> list[str]:
     """``prompt_file`` lines (blank lines skipped) or the single ``prompt``."""
     if not cfg.get("prompt_file"):
-        return [str(cfg.get("prompt") or "")]
+        return [unescape(str(cfg.get("prompt") or ""))]
     path = Path(cfg.prompt_file)
     if not path.is_file():
         raise ConfigError(f"prompt_file={path} does not exist; pass a text file with one prompt per line")
-    prompts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = [unescape(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not prompts:
         raise ConfigError(f"prompt_file={path} has no prompts (every line is blank)")
     return prompts
@@ -245,7 +261,7 @@ def _interactive(s: Session, num_samples: int, stdin: TextIO, save) -> None:
         if not line:
             print(file=s.err)
             return
-        prompt = line.rstrip("\n")
+        prompt = unescape(line.rstrip("\n"))
         try:
             save([_one(s, prompt, i) for i in range(num_samples)])
         except TokenizerError as e:

@@ -189,3 +189,16 @@ def test_entry_point_streams_a_sample(ckpt, tmp_path):
     assert proc.returncode == 0, proc.stderr
     record = json.loads((tmp_path / "o.jsonl").read_text())
     assert proc.stdout.startswith("ROMEO:" + record["completion"])
+
+
+def test_backslash_escapes_in_prompts_and_stop_strings(ckpt):
+    from gptlab.generate import unescape
+
+    assert unescape(r"a\nb\tc\\n é") == "a\nb\tc\\n é"
+    records, _, _ = run(f"ckpt={ckpt}", r"prompt=ROMEO:\n", "sampler=default", "max_new_tokens=60",
+                        "seed=4", r"sampler.stop=['\n']")
+    assert records[0]["prompt"] == "ROMEO:\n"
+    assert records[0]["settings"]["sampler"]["stop"] == ["\n"]
+    free, _, _ = run(f"ckpt={ckpt}", r"prompt=ROMEO:\n", "sampler=default", "max_new_tokens=60", "seed=4")
+    assert "\n" in free[0]["completion"]  # so the stop string had something to cut
+    assert records[0]["completion"] == free[0]["completion"].split("\n")[0]
