@@ -119,3 +119,9 @@ def test_optimizers_and_schedulers_train(tmp_path, optimizer, scheduler):
     with open_dict(cfg):
         cfg.trainer.val_check_interval = 3
     assert math.isfinite(train(cfg)["val/loss"])
+
+
+def test_tensorboard_logger_writes_event_files(tmp_path):
+    cfg = compose_train([*TINY_OVERRIDES, "logger=tensorboard", "~callbacks.sample_text"], tmp_path / "run")
+    train(cfg)
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
