@@ -21,7 +21,7 @@ def compose_tokenize(overrides: list[str], output_dir: Path):
 
 
 def test_tokenize_saves_a_bpe_that_training_loads(tmp_path):
-    stats = tokenize(compose_tokenize(["tokenizer.vocab_size=300", "+tokenizer.progress=false"], tmp_path / "tok"))
+    stats = tokenize(compose_tokenize(["tokenizer.vocab_size=300", "tokenizer.progress=false"], tmp_path / "tok"))
     saved = Path(stats["path"])
     assert saved.is_file() and stats["vocab_size"] == 300
     assert 1.0 < stats["val_bytes_per_token"] < 4.0  # 44 merges compress English a little
