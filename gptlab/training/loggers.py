@@ -1,10 +1,22 @@
-"""Logger builders that need a decision at run time (wandb's online/offline mode)."""
+"""Logger builders that need a decision at run time (wandb's mode and group, CSV resume).
+
+wandb's table and parallel-coordinates views can only group runs by *flat* config keys,
+and they only show a sweep together when its runs share a ``group``; both are decided
+here so that ``logger=wandb`` needs no other setting.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
+import string
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+# The resolved config, flattened, goes to wandb; the tokenizer's own state (a BPE's merges
+# can be megabytes) does not: its kind and vocabulary size say all a comparison needs.
+_SKIPPED_HPARAMS = ("tokenizer", "optimizer", "scheduler", "model_config")
 
 
 def wandb_has_credentials() -> bool:
@@ -18,14 +30,93 @@ def wandb_has_credentials() -> bool:
         return False
 
 
-def wandb_logger(offline: bool | None = None, save_dir: str = ".", **kwargs: Any):
-    """A Lightning ``WandbLogger`` that goes offline by itself when there is no API key.
+def flatten(tree: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """``{"model": {"n_layer": 4}}`` -> ``{"model.n_layer": 4}``; lists stay values.
+
+    The dotted keys are the ones a user types on the command line (``model.n_layer=4``),
+    so a wandb column reads exactly like the override that produced it.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name, sep))
+        else:
+            flat[name] = value
+    return flat
+
+
+def sweep_group(run_dir: str | Path, max_depth: int = 3) -> str | None:
+    """The wandb group for a multirun job: its sweep folder's last two parts (``<date>/<time>``).
+
+    Hydra writes ``multirun.yaml`` into the sweep folder before any job starts, and every
+    job's folder lies below it (``<sweep dir>/<job num>``), so this works with every
+    launcher and sweeper, and a single run (no ``multirun.yaml`` above it) gets no group.
+    """
+    run_dir = Path(run_dir).absolute()
+    for parent in list(run_dir.parents)[:max_depth]:
+        if (parent / "multirun.yaml").is_file():
+            return "/".join(parent.parts[-2:])[-128:]  # wandb caps group names at 128 characters
+    return None
+
+
+def run_overrides(run_dir: str | Path) -> list[str]:
+    """The command-line overrides of the job that writes to ``run_dir`` (Hydra's record)."""
+    import yaml
+
+    for name in ("overrides.yaml", ".hydra/overrides.yaml"):  # gptlab's record (resumes), then Hydra's
+        path = Path(run_dir) / name
+        if path.is_file():
+            return [str(o) for o in yaml.safe_load(path.read_text()) or []]
+    return []
+
+
+def wandb_hparams(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What gptlab sends to wandb's config: the run's resolved config, flattened.
+
+    The LightningModule's hyperparameters hold the resolved run config (``run_config``)
+    beside the pieces built from it; only the former is sent, flattened, plus the
+    tokenizer's kind and the model's vocabulary size (``model.vocab_size`` is ``null``
+    in the run config when it comes from the tokenizer).
+    """
+    params = dict(params)
+    flat = flatten(params.pop("run_config", None) or {})
+    tokenizer = params.get("tokenizer") or {}
+    model_config = params.get("model_config") or {}
+    if model_config.get("vocab_size") is not None:
+        flat["model.vocab_size"] = model_config["vocab_size"]
+    if tokenizer.get("kind"):
+        flat["tokenizer.kind"] = tokenizer["kind"]
+    for key, value in params.items():
+        if key not in _SKIPPED_HPARAMS:
+            flat.update(flatten({key: value}) if isinstance(value, Mapping) else {key: value})
+    return flat
+
+
+def new_run_id(length: int = 8) -> str:
+    """A wandb-style run id (lowercase letters and digits); ``wandb.util.generate_id`` moved
+    between wandb releases, so gptlab makes its own."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | None = None, **kwargs: Any):
+    """A Lightning ``WandbLogger`` that goes offline by itself and groups sweeps.
 
     ``offline=None`` means: offline if ``WANDB_MODE=offline`` or no credentials are found,
     so a run never stops to prompt for a key. The run id is stored in the run folder
     (``wandb_run_id.txt``) so that resuming the run continues the same wandb run.
+    ``group=None`` puts the jobs of one sweep in one group named after the sweep folder
+    (see ``sweep_group``); a name sets it explicitly. The config sent to wandb is the
+    flattened resolved config (``wandb_hparams``) plus the job's ``overrides``.
     """
     from lightning.pytorch.loggers import WandbLogger
+
+    class GptlabWandbLogger(WandbLogger):
+        def log_hyperparams(self, params: Any) -> None:
+            if isinstance(params, Mapping) and "run_config" in params:
+                params = {**wandb_hparams(params), "overrides": run_overrides(save_dir)}
+            super().log_hyperparams(params)
 
     if offline is None:
         offline = os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") or not wandb_has_credentials()
@@ -37,16 +128,20 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", **kwargs: Any
     if id_file.is_file():
         run_id = id_file.read_text().strip()
     else:
-        import wandb
-
         from gptlab.utils.io import atomic_write_text
 
-        run_id = wandb.util.generate_id()
+        run_id = new_run_id()
         atomic_write_text(id_file, run_id)
+    group = group or sweep_group(save_dir)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if "tags" in kwargs:
         kwargs["tags"] = list(kwargs["tags"])
-    return WandbLogger(save_dir=save_dir, offline=offline, id=run_id, resume="allow", **kwargs)
+    if group:
+        kwargs["group"] = group
+    # Lightning refuses log_model with offline=True, yet an offline wandb run can stage
+    # artifacts for `wandb sync`; WANDB_MODE=offline (set above) keeps the run offline.
+    lightning_offline = offline and not kwargs.get("log_model")
+    return GptlabWandbLogger(save_dir=save_dir, offline=lightning_offline, id=run_id, resume="allow", **kwargs)
 
 
 def csv_logger(save_dir: str, name: str = "", version: str = ""):
