@@ -1,4 +1,4 @@
-"""Callbacks: throughput and MFU, readable validation lines, and a text sample at the end.
+"""Callbacks: throughput and MFU, a run summary, readable validation lines, a text sample.
 
 Each is a small Lightning callback switched on or off by name in ``conf/callbacks/``
 (``~callbacks.sample_text`` removes one from the command line).
@@ -14,12 +14,15 @@ from lightning.pytorch.utilities import rank_zero_only
 
 
 class Throughput(L.Callback):
-    """Logs tokens/s, the learning rate, cumulative tokens and training FLOPs, and MFU.
+    """Logs tokens/s, the learning rate, cumulative tokens, training FLOPs and wall time, and MFU.
 
     Timing uses wall-clock time between logging points (every ``log_every_n_steps``
     optimizer steps), so it includes data loading and the optimizer: what a user
     actually gets. ``peak_flops`` is the hardware's peak FLOP/s for the run's precision,
-    summed over devices (``python -m gptlab.bench_peak`` measures one).
+    summed over devices (``python -m gptlab.bench_peak`` measures one). ``train/tokens``,
+    ``train/flops`` and ``train/wall_time`` (seconds since training started, validation
+    included) are cumulative and survive a resume, so runs can be compared at equal
+    data, compute or time (``python -m gptlab.compare x=flops``).
     """
 
     def __init__(self, peak_flops: float | None = None, log_every_n_steps: int = 10) -> None:
@@ -29,13 +32,28 @@ class Throughput(L.Callback):
         self._window_tokens = 0
         self._t0: float | None = None
         self._flops_per_token: float | None = None
+        self._elapsed_before = 0.0  # wall time of the run before a resume (from the checkpoint)
+        self._start: float | None = None
+
+    def state_dict(self) -> dict[str, float]:
+        """Saved in checkpoints, so a resumed run keeps counting tokens, FLOPs and time from
+        where it stopped (compute-matched comparisons read these columns)."""
+        return {"tokens": float(self.tokens), "wall_time": self._elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.tokens = int(state_dict.get("tokens", 0))
+        self._elapsed_before = float(state_dict.get("wall_time", 0.0))
+
+    def _elapsed(self) -> float:
+        running = time.perf_counter() - self._start if self._start is not None else 0.0
+        return self._elapsed_before + running
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = getattr(pl_module, "model", None)
         block = getattr(getattr(pl_module, "config", None), "block_size", None)
         if model is not None and hasattr(model, "flops_per_token") and block:
             self._flops_per_token = float(model.flops_per_token(block))
-        self._t0 = time.perf_counter()
+        self._t0 = self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         x = batch[0]
@@ -47,7 +65,11 @@ class Throughput(L.Callback):
             return
         now = time.perf_counter()
         tokens_per_sec = self._window_tokens / max(now - self._t0, 1e-9)
-        metrics = {"perf/tokens_per_sec": tokens_per_sec, "train/tokens": float(self.tokens)}
+        metrics = {
+            "perf/tokens_per_sec": tokens_per_sec,
+            "train/tokens": float(self.tokens),
+            "train/wall_time": self._elapsed(),
+        }
         if trainer.optimizers:
             metrics["train/lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         if self._flops_per_token:
@@ -56,6 +78,77 @@ class Throughput(L.Callback):
                 metrics["perf/mfu"] = tokens_per_sec * self._flops_per_token / self.peak_flops
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
         self._t0, self._window_tokens = now, 0
+
+
+class RunSummary(L.Callback):
+    """Sends the parameter count to every logger and writes ``summary.json`` when training ends.
+
+    The count is what comparisons of model sizes need and no per-step metric carries;
+    ``summary.json`` (parameters, FLOPs per token, steps, wall time, final metrics, and
+    whether the run finished) lets ``gptlab.compare`` read a run without its checkpoint.
+    """
+
+    def __init__(self, output_file: str | None = None) -> None:
+        self.output_file = output_file
+        self.params: int | None = None
+        self.flops_per_token: float | None = None
+        self._elapsed_before = 0.0
+        self._start: float | None = None
+
+    def state_dict(self) -> dict[str, float]:
+        return {"wall_time": self._elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._elapsed_before = float(state_dict.get("wall_time", 0.0))
+
+    def _elapsed(self) -> float:
+        running = time.perf_counter() - self._start if self._start is not None else 0.0
+        return self._elapsed_before + running
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+        model = getattr(pl_module, "model", None)
+        if model is None or not hasattr(model, "num_parameters"):
+            return
+        self.params = int(model.num_parameters())
+        block = getattr(getattr(pl_module, "config", None), "block_size", None)
+        if block and hasattr(model, "flops_per_token"):
+            self.flops_per_token = float(model.flops_per_token(block))
+        info = {"model/params": self.params}
+        if self.flops_per_token:
+            info["model/flops_per_token"] = self.flops_per_token
+        for logger in trainer.loggers:
+            logger.log_hyperparams(info)
+        if trainer.is_global_zero:
+            for logger in _wandb_loggers(trainer):  # also a summary field, shown in wandb's run table
+                logger.experiment.summary.update(info)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, "finished")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._write(trainer, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+
+    @rank_zero_only
+    def _write(self, trainer: L.Trainer, status: str) -> None:
+        if not self.output_file:
+            return
+        import json
+
+        from gptlab.utils.io import atomic_write_text
+
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if hasattr(v, "numel") and v.numel() == 1
+        }
+        summary = {
+            "status": status,
+            "params": self.params,
+            "flops_per_token": self.flops_per_token,
+            "global_step": int(trainer.global_step),
+            "wall_time": round(self._elapsed(), 3),
+            "metrics": metrics,
+        }
+        atomic_write_text(Path(self.output_file), json.dumps(summary, indent=2) + "\n")
 
 
 class PrintValidation(L.Callback):
@@ -106,6 +199,16 @@ class SampleText(L.Callback):
 
             path = Path(self.output_file)
             atomic_write_text(path, f"{self.prompt}{text}\n")
+        for logger in _wandb_loggers(trainer):  # samples as a wandb Table
+            logger.log_text(
+                key="samples", columns=["step", "prompt", "sample"], data=[[trainer.global_step, self.prompt, text]]
+            )
+
+
+def _wandb_loggers(trainer: L.Trainer) -> list:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
 
 def _print_above_bar(line: str) -> None:
