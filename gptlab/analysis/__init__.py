@@ -1,0 +1,15 @@
+"""Reading finished runs back and comparing them (used by ``python -m gptlab.compare``).
+
+    runs.py         a run folder -> ``Run`` (overrides, config, metric rows, summary)
+    curves.py       validation curves against steps, tokens, FLOPs or wall time; budgets
+    stats.py        mean, std and Welch's t-test (no SciPy needed)
+    report.py       the comparison table: rows, seed groups, text and CSV
+    plot.py         the comparison figure
+    wandb_source.py the same ``Run`` objects from the wandb API
+"""
+
+from __future__ import annotations
+
+
+class CompareError(ValueError):
+    """A comparison that cannot be made as asked; the message names the fix."""

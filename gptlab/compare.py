@@ -1,0 +1,226 @@
+"""``python -m gptlab.compare``: a table, a CSV and a plot of finished runs.
+
+    python -m gptlab.compare outputs/multirun/2025-01-31/12-00-00-000000
+    python -m gptlab.compare 'outputs/multirun/2025-01-31/*' x=tokens
+    python -m gptlab.compare outputs/multirun/... baseline="model.pos=learned"   # seeds + p-values
+    python -m gptlab.compare outputs/multirun/... x=flops at_flops=1e15           # compute-matched
+    python -m gptlab.compare source=wandb project=gptlab group=2025-01-31/12-00-00-000000
+
+Positional arguments are run folders, sweep folders or globs; ``key=value`` arguments
+set the options documented in ``conf/compare.yaml`` (the same spelling as Hydra
+overrides, without Hydra: a path is not an override). The work is done by
+``gptlab.analysis``; ``compare(options)`` returns everything it computed, for tests
+and notebooks.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from gptlab.analysis import CompareError
+from gptlab.analysis.curves import check_x, curve
+from gptlab.analysis.report import (
+    Group,
+    Options,
+    apply_baseline,
+    common_overrides,
+    format_table,
+    group_rows,
+    run_rows,
+    seed_groups,
+    short,
+    write_csv,
+)
+from gptlab.analysis.runs import Run, load_runs
+
+CONFIG = Path(__file__).resolve().parents[1] / "conf" / "compare.yaml"
+
+
+@dataclass
+class Comparison:
+    runs: list[Run]
+    rows: list[dict[str, Any]]
+    groups: list[Group]
+    baseline: Group | None
+    text: str
+    csv_path: Path | None
+    png_path: Path | None
+
+
+def parse_argv(argv: list[str]) -> dict[str, Any]:
+    """Split ``key=value`` options (keys of conf/compare.yaml) from run paths."""
+    defaults = OmegaConf.to_container(OmegaConf.load(CONFIG))
+    options, runs = dict(defaults), list(defaults.get("runs") or [])
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in defaults and key != "runs":
+            options[key] = _parse_value(value)
+        elif sep and "/" not in key and not Path(arg).exists() and key.isidentifier():
+            raise CompareError(f"unknown option {key}=; the options are {', '.join(k for k in defaults if k != 'runs')}")
+        else:
+            runs.append(arg)
+    options["runs"] = runs
+    return options
+
+
+def _parse_value(text: str) -> Any:
+    if text.lower() in ("null", "none", ""):
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _number(options: dict[str, Any], key: str) -> float | None:
+    value = options.get(key)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise CompareError(f"{key}={value} is not a number; write e.g. {key}=1e15") from None
+    if not math.isfinite(number) or number <= 0:
+        raise CompareError(f"{key}={value} must be a positive number")
+    return number
+
+
+def _options(options: dict[str, Any]) -> Options:
+    mode = str(options.get("mode") or "min")
+    if mode not in ("min", "max"):
+        raise CompareError(f"mode={mode}; use min (lower is better, losses) or max")
+    return Options(
+        metric=str(options.get("metric") or "val/loss"),
+        mode=mode,
+        x=check_x(str(options.get("x") or "steps")),
+        at_tokens=_number(options, "at_tokens"),
+        at_flops=_number(options, "at_flops"),
+        baseline=options.get("baseline") or None,
+    )
+
+
+def _load(options: dict[str, Any]) -> tuple[list[Run], Path, str]:
+    source = options.get("source") or "local"
+    if source == "wandb":
+        from gptlab.analysis.wandb_source import load_wandb_runs
+
+        runs = load_wandb_runs(options.get("project"), options.get("entity"), options.get("group"))
+        return runs, Path.cwd(), f"wandb project {options.get('project')}"
+    if source != "local":
+        raise CompareError(f"source={source}; use local (run folders) or wandb (with project=...)")
+    runs, root = load_runs([str(p) for p in options.get("runs") or []])
+    return runs, root, str(root)
+
+
+def _check_metrics(runs: list[Run], where: str, metric: str) -> list[str]:
+    """Fail when nothing can be compared; otherwise notes on the runs that cannot be."""
+    if not any(r.rows for r in runs):
+        raise CompareError(
+            f"none of the {len(runs)} runs in {where} has logged any metrics (no metrics.csv rows): they failed "
+            "before their first step (see their error.txt) or ran with logger=none; rerun with logger=csv"
+        )
+    if not any(r.series(metric) for r in runs):
+        logged = sorted({k for r in runs for row in r.rows for k in row if k != "step"})
+        raise CompareError(f"no run in {where} logged {metric}; the logged metrics are {', '.join(logged)}")
+    notes = []
+    silent = [r.name for r in runs if not r.series(metric)]
+    if silent:
+        notes.append(f"{len(silent)} run(s) have no {metric} yet (failed before their first validation, or "
+                     f"still running): {', '.join(silent)}")
+    failed = [f"{r.name} ({r.error})" for r in runs if r.error]
+    if failed:
+        notes.append("failed: " + "; ".join(failed))
+    return notes
+
+
+def _budget_note(runs: list[Run], opts: Options) -> str | None:
+    """Point out when runs used different token or FLOP budgets, and which budget all reached."""
+    budget = opts.budget()
+    axis = budget[0] if budget else opts.x
+    if axis not in ("tokens", "flops"):
+        return None
+    reached = []
+    for run in runs:
+        c = None if run.failed else curve(run, opts.metric, axis)
+        if c is not None and len(c.x):
+            reached.append(float(c.x.max()))
+    if not reached:
+        return None
+    common = min(reached)
+    if budget is None and max(reached) > common * 1.01:
+        return (f"the runs used different {axis} budgets; at_{axis}={common:.3g} compares them all at the "
+                "largest budget every run reached")
+    if budget is not None and budget[1] > common * (1 + 1e-9):
+        return f"some runs stopped before {budget[1]:.3g} {axis} and have no value there; every run reached {common:.3g}"
+    return None
+
+
+def compare(options: dict[str, Any]) -> Comparison:
+    """Load the runs, rank them, group seeds, test against the baseline, write CSV and PNG."""
+    opts = _options(options)
+    runs, root, where = _load(options)
+    notes = _check_metrics(runs, where, opts.metric)
+    rows = run_rows(runs, opts)
+    groups = seed_groups(runs, opts)
+    base = apply_baseline(groups, opts.baseline, opts.mode) if opts.baseline else None
+
+    lines = [f"{len(runs)} run(s) in {where}"]
+    common = common_overrides(runs)
+    if common and len(runs) > 1:
+        lines.append("common overrides: " + " ".join(f"{k}={short(v)}" if v else k for k, v in common.items()))
+    better = "lower" if opts.mode == "min" else "higher"
+    lines += [f"sorted by {opts.score_name()} ({better} is better)", "", format_table(rows)]
+    if base is not None or any(len(g.scores) > 1 for g in groups):
+        lines += ["", f"seed groups: mean ± std of {opts.score_name()} over runs that differ only in seed",
+                  format_table(group_rows(groups, opts, base))]
+        if base is not None and all(g.p_value is None for g in groups if g is not base):
+            lines.append("(p-values need at least 2 runs with values in each group: repeat with --multirun seed=1,2,3)")
+    budget_note = _budget_note(runs, opts)
+    notes += [budget_note] if budget_note else []
+    if notes:
+        lines += ["", *notes]
+
+    out_dir = Path(options.get("output_dir") or root)
+    csv_path = png_path = None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "comparison.csv"
+    write_csv(csv_path, rows, groups, runs)
+    if options.get("plot", True):
+        png_path = out_dir / "comparison.png"
+        _save_figure(runs, groups, opts, png_path)
+    lines += ["", f"wrote {csv_path}" + (f" and {png_path}" if png_path else "")]
+    return Comparison(runs, rows, groups, base, "\n".join(lines), csv_path, png_path)
+
+
+def _save_figure(runs: list[Run], groups: list[Group], opts: Options, path: Path) -> None:
+    from gptlab.analysis.plot import comparison_figure
+    from gptlab.utils.io import atomic_open
+
+    budget = opts.budget()
+    x = budget[0] if budget else opts.x
+    fig = comparison_figure(runs, groups, opts.metric, x, budget[1] if budget else None)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip() + "\n\nOptions (conf/compare.yaml):\n\n" + CONFIG.read_text())
+        return 0
+    try:
+        result = compare(parse_argv(argv))
+    except CompareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(result.text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
