@@ -9,6 +9,7 @@ model and the tokenizer travels inside the file (no Hydra, no config files).
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,14 @@ class LoadedCheckpoint:
     path: Path
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint file safely (tensors and plain data only) and check its shape."""
+def safe_torch_load(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` whose every failure is one ``CheckpointError`` sentence.
+
+    A damaged file can fail deep inside the zip reader or the unpickler with almost any
+    exception type (truncation, a flipped byte, an absurd record size), so everything
+    that goes wrong while reading is reported as "not a readable checkpoint". ``mmap``
+    maps the tensors instead of reading them: cheap for checking a large file's contents.
+    """
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; pass the checkpoint file, e.g. {path}/checkpoints/last.ckpt")
@@ -42,15 +49,24 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (not a torch.save archive); it may be truncated or corrupt")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path} holds objects other than tensors and plain data, so it was not loaded "
-            f"(loading it could run arbitrary code): {str(e).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"{path} refers to {found.group(1)}, not only to tensors and plain data, so it was not "
+                "loaded (loading it could run arbitrary code); use checkpoints written by gptlab"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (bad pickle data); it may be truncated or corrupt") from None
+    except Exception as e:  # any other failure of the zip reader or the unpickler means a damaged file
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}); it may be truncated or corrupt") from None
-    if not isinstance(data, dict) or "state_dict" not in data or "model_config" not in data.get("hyper_parameters", {}):
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint file safely (tensors and plain data only) and check its shape."""
+    data = safe_torch_load(path, map_location, mmap=mmap)
+    hparams = data.get("hyper_parameters") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or "state_dict" not in data or not isinstance(hparams, dict) or not isinstance(hparams.get("model_config"), dict):
         raise CheckpointError(f"{path} is not a gptlab checkpoint (no model config inside); pass a .ckpt written by python -m gptlab.train")
     return data
 

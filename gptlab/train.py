@@ -5,9 +5,22 @@
     python -m gptlab.train model=gpt124m tokenizer=gpt2 trainer.devices=2
     python -m gptlab.train --multirun model.n_layer=2,4 optimizer.lr=1e-3,3e-3
 
+    python -m gptlab.train resume=outputs/<date>/<time>         # continue that run exactly
+
 ``train(cfg)`` is a plain function (tests and notebooks call it with a config from
 ``hydra.compose``); ``main`` is the thin Hydra wrapper that turns user errors into one
 line and returns ``cfg.optimized_metric`` to sweepers.
+
+Reliability (see ``gptlab/training/checkpointing.py``, ``guards.py``, ``interrupt.py``):
+the config is validated before any work; checkpoints are written atomically and read
+``weights_only``; ``resume=<run folder>`` (or ``ckpt_path=last``) continues a run with
+the same weights, optimizer, schedule, RNG states and data position; Ctrl-C or SIGTERM
+saves at the next step boundary and exits with status 128 + signal; a non-finite step
+stops the run (or is skipped with ``trainer.skip_nonfinite=true``); running out of
+accelerator memory names the settings that use less.
+
+``trainer.skip_nonfinite`` is read by gptlab, not by Lightning: ``train`` removes it
+(and any other key in ``validate.GPTLAB_TRAINER_KEYS``) before building the Trainer.
 """
 
 from __future__ import annotations
@@ -25,12 +38,16 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gptlab.checkpoint import read_checkpoint
 from gptlab.errors import ConfigError, user_errors
-from gptlab.utils.io import atomic_write_text
+from gptlab.utils.io import atomic_write_text, remove_stale_temp_files
+from gptlab.validate import GPTLAB_TRAINER_KEYS, validate_run_config
 
 _RUN_DIR_ENV = "GPTLAB_RUN_DIR"
 # Lightning 2.6 with torch >= 2.10 warns about its own use of a deprecated torch API.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+# Model settings that do not change the weights: a resume may differ in these.
+_RESUME_FREE_MODEL_KEYS = ("compile", "activation_checkpointing")
 
 
 def _is_ddp_child() -> bool:
@@ -73,6 +90,24 @@ def _resolve_vocab(cfg: DictConfig, vocab_size: int) -> dict[str, Any]:
     return model_cfg
 
 
+def _apply_resume(cfg: DictConfig) -> None:
+    """``resume=<run folder>``: write into that folder and continue from its ``last.ckpt``."""
+    folder = cfg.get("resume")
+    if not folder:
+        return
+    if cfg.get("ckpt_path") not in (None, "", "last"):
+        raise ConfigError("give either resume=<run folder> or ckpt_path=<checkpoint file>, not both")
+    folder = Path(str(folder)).expanduser().absolute()
+    last = folder / "checkpoints" / "last.ckpt"
+    if not folder.is_dir():
+        raise ConfigError(f"resume={cfg.resume}: there is no such run folder; pass a run folder such as outputs/<date>/<time>")
+    if not last.is_file():
+        raise ConfigError(f"resume={cfg.resume}: {last} does not exist, so there is nothing to resume; start a new run instead")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(folder)
+        cfg.ckpt_path = "last"
+
+
 def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
     ckpt = cfg.get("ckpt_path")
     if ckpt in (None, ""):
@@ -83,16 +118,62 @@ def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(path)
 
 
+def _saved_model_config(path: str | None) -> dict[str, Any] | None:
+    """Read a checkpoint to resume from safely (tensors memory-mapped, not loaded): fail before any work."""
+    return dict(read_checkpoint(path, mmap=True)["hyper_parameters"]["model_config"]) if path else None
+
+
+def _check_resume_fits(path: str, saved: dict[str, Any], model_config: dict[str, Any]) -> None:
+    """A checkpoint only continues the model it was trained for."""
+    differ = sorted(
+        k for k in set(saved) & set(model_config)
+        if k not in _RESUME_FREE_MODEL_KEYS and saved[k] != model_config[k]
+    )
+    if differ:
+        was = ", ".join(f"model.{k}={saved[k]}" for k in differ)
+        now = ", ".join(f"model.{k}={model_config[k]}" for k in differ)
+        raise ConfigError(
+            f"the checkpoint {path} was trained with {was}, but this run asks for {now}; "
+            "resume with the run's own settings (resume=<run folder> reuses them)"
+        )
+
+
+def _trainer_kwargs(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``cfg.trainer`` into Lightning's arguments and gptlab's own keys."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    ours = {k: kwargs.pop(k) for k in GPTLAB_TRAINER_KEYS if k in kwargs}
+    return kwargs, ours
+
+
+def _plugins(kwargs: dict[str, Any]) -> list:
+    """The user's plugins plus the atomic checkpoint writer (unless they brought their own)."""
+    from lightning.fabric.plugins import CheckpointIO
+
+    from gptlab.training.checkpointing import AtomicCheckpointIO
+
+    plugins = kwargs.pop("plugins", None) or []
+    plugins = [hydra.utils.instantiate(p) for p in (plugins if isinstance(plugins, list) else [plugins])]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
 def _build_all(group: DictConfig | None) -> list:
     return [hydra.utils.instantiate(c) for c in (group or {}).values() if c is not None]
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train one model as ``cfg`` describes; return the final logged metrics."""
+    from gptlab.training.guards import OutOfMemory, TrainingGuard, is_out_of_memory
+    from gptlab.training.interrupt import StopOnSignal
     from gptlab.training.module import GPTLightningModule
 
+    _apply_resume(cfg)
+    validate_run_config(cfg)
     _pin_ddp_children(cfg)
     output_dir = Path(cfg.paths.output_dir).absolute()
+    ckpt_path = _resolve_ckpt_path(cfg, output_dir)
+    saved_model_config = _saved_model_config(ckpt_path)
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "high"))
     import lightning as L
 
@@ -102,6 +183,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     tokenizer = datamodule.build_tokenizer(hydra.utils.instantiate(cfg.tokenizer))
     datamodule.prepare_data()  # tokenize (cached) before the model: too-small corpora fail fast
     model_config = _resolve_vocab(cfg, tokenizer.vocab_size)
+    if ckpt_path and saved_model_config is not None:
+        _check_resume_fits(ckpt_path, saved_model_config, model_config)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     module = GPTLightningModule(
         model_config=model_config,
@@ -112,9 +195,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     _announce(cfg, module, tokenizer, output_dir, run_config)
 
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=_build_all(cfg.get("callbacks")), logger=_build_all(cfg.get("logger")) or False)
+    kwargs, ours = _trainer_kwargs(cfg)
+    callbacks = [*_build_all(cfg.get("callbacks")), TrainingGuard(ours.get("skip_nonfinite", False)), StopOnSignal()]
+    plugins = _plugins(kwargs)
+    trainer = hydra.utils.instantiate(kwargs, callbacks=callbacks, logger=_build_all(cfg.get("logger")) or False, plugins=plugins)
+    if trainer.is_global_zero:
+        remove_stale_temp_files(output_dir / "checkpoints")  # left by a run killed mid-write
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt_path(cfg, output_dir))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except Exception as e:
+        if is_out_of_memory(e):
+            raise OutOfMemory.explain(cfg, str(trainer.strategy.root_device)) from None
+        raise
     finally:
         _finish_wandb()
     return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -152,14 +244,71 @@ def optimized_value(metrics: dict[str, float], name: str | None) -> float | None
     return metrics[name]
 
 
+OVERRIDES_FILE = "overrides.yaml"
+
+
+def merge_overrides(base: list[str], new: list[str]) -> list[str]:
+    """Command-line overrides ``base`` then ``new``, one per key, the later winning.
+
+    Hydra refuses the same key twice, so a resumed run's own overrides cannot simply
+    be followed by today's. Adding a key and then deleting it cancels both.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    merged: dict[str, Any] = {}
+    for override in OverridesParser.create().parse_overrides([*base, *new]):
+        previous = merged.pop(override.key_or_group, None)
+        if override.is_delete() and previous is not None and (previous.is_add() or previous.is_force_add()):
+            continue
+        merged[override.key_or_group] = override
+    return [o.input_line for o in merged.values()]
+
+
+def _recorded_overrides(folder: Path) -> list[str]:
+    """The overrides a run folder was composed with (ours, else Hydra's record of the first launch)."""
+    for name in (OVERRIDES_FILE, ".hydra/overrides.yaml"):
+        if (folder / name).is_file():
+            recorded = [str(o) for o in OmegaConf.load(folder / name)]
+            return [o for o in recorded if o.split("=", 1)[0].lstrip("+~") not in ("resume", "ckpt_path")]
+    return []
+
+
+def _compose_run(cfg: DictConfig) -> tuple[DictConfig, list[str], Path]:
+    """The config to run, the overrides that compose it, and the run folder that records them.
+
+    ``resume=<run folder>`` recomposes the config from that run's recorded overrides
+    followed by today's, so ``python -m gptlab.train resume=<folder>`` needs nothing
+    else and ``resume=<folder> trainer.max_steps=5000`` extends a run.
+    """
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    given = [str(o) for o in HydraConfig.get().overrides.task]
+    if not cfg.get("resume"):
+        return cfg, given, Path(cfg.paths.output_dir)
+    folder = Path(str(cfg.resume)).expanduser().absolute()
+    today = [o for o in given if o.split("=", 1)[0].lstrip("+~") != "resume"]
+    overrides = merge_overrides(_recorded_overrides(folder), today)
+    return compose(config_name="train", overrides=[*overrides, f"resume={folder}"]), overrides, folder
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from gptlab.training.interrupt import TrainingInterrupted
+
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        cfg, overrides, folder = _compose_run(cfg)
+        if not _is_ddp_child() and (folder.is_dir() or not cfg.get("resume")):
+            atomic_write_text(folder / OVERRIDES_FILE, OmegaConf.to_yaml(OmegaConf.create(overrides)))
         return optimized_value(train(cfg), cfg.get("optimized_metric"))
+    except TrainingInterrupted as e:
+        # Not a failure: the checkpoint is saved. Stop (a sweep too) with the shell's status for a signal.
+        print(f"gptlab: {e}", file=sys.stderr)
+        sys.exit(128 + e.signum)
     except user_errors() as e:
         if not multirun:
             print(f"error: {e}", file=sys.stderr)

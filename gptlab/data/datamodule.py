@@ -77,7 +77,7 @@ class TextDataModule(L.LightningDataModule):
         self.train_tokens: np.ndarray | None = None
         self.val_tokens: np.ndarray | None = None
         self.val_bytes_per_token: float | None = None
-        self.start_batch = 0  # set by the training module when a run resumes
+        self.start_batch = 0  # the first training batch to draw; a resumed run sets it (module.on_load_checkpoint)
         self._text: str | None = None
 
     # -- corpus and tokenizer ---------------------------------------------------------
@@ -146,6 +146,13 @@ class TextDataModule(L.LightningDataModule):
         return trainer.global_rank if trainer is not None else 0
 
     def _loader(self, dataset: RandomWindows) -> DataLoader:
+        """A loader with its own generator.
+
+        Each new DataLoader iterator draws a seed from a generator; without one of its
+        own it takes it from torch's global generator, so every validation would shift
+        the dropout randomness of later training steps and a resumed run (which skips
+        the validations before it) would draw differently from an uninterrupted one.
+        """
         pin = self.pin_memory if self.pin_memory is not None else torch.cuda.is_available()
         return DataLoader(
             dataset,
@@ -153,6 +160,7 @@ class TextDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=pin,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(dataset.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

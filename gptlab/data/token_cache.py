@@ -2,7 +2,10 @@
 
 A cache is two files: ``<key>.bin`` (the raw ids, uint16 when the vocabulary fits,
 else uint32) and ``<key>.json`` (dtype, token count, vocabulary size, the text's
-sha256 and the tokenizer's fingerprint). The key itself is derived from the text
+sha256, the tokenizer's fingerprint and the sha256 of the ids themselves). The ids'
+checksum is verified on every use up to ``VERIFY_LIMIT`` bytes (well under a second);
+larger caches are checked by size and header only, so that opening a many-gigabyte
+cache stays instant. The key itself is derived from the text
 hash and the tokenizer fingerprint, so editing the corpus or changing the
 tokenizer re-tokenizes instead of silently reusing stale ids. A cache whose header
 does not match its data (a crash, an edit, another tokenizer) is rebuilt, not trusted.
@@ -19,7 +22,8 @@ import numpy as np
 from gptlab.tokenizer import Tokenizer
 from gptlab.utils.io import atomic_open, atomic_write_text
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header carries data_sha256
+VERIFY_LIMIT = 256 << 20  # verify the ids' sha256 for caches up to this many bytes
 _CHUNK_CHARS = 1 << 20  # encode ~1 MB pieces in parallel (split on newlines)
 
 
@@ -72,7 +76,19 @@ def _valid(bin_path: Path, meta_path: Path, expected: dict) -> dict | None:
     itemsize = np.dtype(expected["dtype"]).itemsize
     if not isinstance(n_tokens, int) or bin_path.stat().st_size != n_tokens * itemsize:
         return None
+    if not isinstance(header.get("data_sha256"), str):
+        return None
+    if n_tokens * itemsize <= VERIFY_LIMIT and _file_sha256(bin_path) != header["data_sha256"]:
+        return None
     return header
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def cached_tokens(text: str, tokenizer: Tokenizer, cache_dir: str | Path, name: str) -> np.ndarray:
@@ -87,10 +103,11 @@ def cached_tokens(text: str, tokenizer: Tokenizer, cache_dir: str | Path, name: 
         ids = np.asarray(encode_corpus(text, tokenizer), dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
             raise ValueError(f"the tokenizer produced ids outside [0, {tokenizer.vocab_size})")
-        data = ids.astype(expected["dtype"])
+        data = ids.astype(expected["dtype"]).tobytes()
         with atomic_open(bin_path, "wb") as f:
-            f.write(data.tobytes())
-        header = {**expected, "n_tokens": int(data.size)}
+            f.write(data)
+        n_tokens = len(data) // np.dtype(expected["dtype"]).itemsize
+        header = {**expected, "n_tokens": n_tokens, "data_sha256": hashlib.sha256(data).hexdigest()}
         atomic_write_text(meta_path, json.dumps(header, indent=1))
     if header["n_tokens"] == 0:
         return np.zeros(0, dtype=expected["dtype"])

@@ -4,6 +4,12 @@ It receives plain data (the model's config dict, the optimizer and scheduler spe
 the tokenizer's dict), never built objects, so ``load_from_checkpoint`` and notebooks
 rebuild it without Hydra, and checkpoints load with ``torch.load(weights_only=True)``.
 
+Resuming continues a run exactly: besides what Lightning stores (weights, optimizer,
+scheduler, loop counters) each checkpoint carries, under ``"gptlab"``, the number of
+training batches drawn so far (the data position: batch ``i`` of ``RandomWindows``
+depends only on ``i``) and the random generators' states (dropout), restored just
+before the first resumed step.
+
 Metrics, all per optimizer step or per validation:
     train/loss            mean next-token cross-entropy of the step's batch (nats/token)
     val/loss, val/ppl     over the fixed validation batches; perplexity = exp(loss)
@@ -21,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from gptlab.model import GPT, GPTConfig
+from gptlab.training.rng_state import capture_rng_state, restore_rng_state
 from gptlab.utils.spec import build
 
 
@@ -48,12 +55,15 @@ class GPTLightningModule(L.LightningModule):
             self.model.compile()  # in place: parameter names (and checkpoints) stay unchanged
         self.val_bytes_per_token: float | None = None
         self._val_losses: list[torch.Tensor] = []
+        self.train_batches = 0  # training batches drawn so far: the data position to resume at
+        self._rng_to_restore: dict[str, Any] | None = None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
 
     # -- training ---------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self.train_batches += 1
         x, y = batch
         loss = next_token_loss(self.model(x), y)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
@@ -62,6 +72,28 @@ class GPTLightningModule(L.LightningModule):
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         self.val_bytes_per_token = getattr(datamodule, "val_bytes_per_token", None)
+
+    # -- exact resume -----------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gptlab"] = {"train_batches": self.train_batches, "rng": capture_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Continue the data stream where the checkpoint stopped (the loaders are built after this)."""
+        trainer = self._trainer
+        state = checkpoint.get("gptlab") or {}
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        # Checkpoints from before the counter existed: every step drew accumulate_grad_batches batches.
+        self.train_batches = int(state.get("train_batches", checkpoint.get("global_step", 0) * accumulate))
+        self._rng_to_restore = state.get("rng")
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "start_batch"):
+            datamodule.start_batch = self.train_batches
+
+    def on_train_start(self) -> None:
+        """Restore the generators only now: setting up the loaders and the loop draws nothing after this."""
+        if self._rng_to_restore is not None:
+            restore_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
 
     # -- validation -------------------------------------------------------------------
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

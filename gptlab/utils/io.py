@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -51,6 +53,50 @@ def atomic_save(path: str | Path, write: Callable[[IO], None]) -> None:
     """Call ``write(file)`` on a temporary file, then move it over ``path``."""
     with atomic_open(path, "wb") as f:
         write(f)
+
+
+def atomic_link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Make ``dst`` hold the same bytes as ``src``, atomically, without writing them twice.
+
+    A hard link shares ``src``'s data (deleting ``src`` later leaves ``dst`` whole);
+    where links are not possible (another file system, some network mounts) the file
+    is copied. Either way the new ``dst`` appears in one rename.
+    """
+    src, dst = Path(src), Path(dst)
+    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+        _fsync_dir(dst.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in ``folder``.
+
+    ``atomic_open`` names its temporary files ``.<target>.<random>.tmp``; a process
+    killed before the rename leaves one behind, as large as the file it was writing.
+    Call this only where no other process is writing (e.g. a run's own checkpoint
+    folder when the run starts).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
