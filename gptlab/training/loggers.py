@@ -118,6 +118,21 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | 
                 params = {**wandb_hparams(params), "overrides": run_overrides(save_dir)}
             super().log_hyperparams(params)
 
+        def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+            """``log_model=true`` uploads the checkpoints a run *ends* with; ``all`` each one as saved.
+
+            gptlab's checkpoint callback keeps every save from Lightning's bookkeeping
+            (``save_top_k=-1``) and prunes files itself, which would otherwise make
+            Lightning upload every checkpoint at once, including ones about to be deleted.
+            """
+            if self._log_model == "all":
+                self._scan_and_log_checkpoints(checkpoint_callback)
+            elif self._log_model:
+                self._checkpoint_callbacks[id(checkpoint_callback)] = checkpoint_callback
+
+        def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
+            log_checkpoint_artifacts(self, checkpoint_callback)
+
     if offline is None:
         offline = os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") or not wandb_has_credentials()
     if offline:
@@ -142,6 +157,37 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | 
     # artifacts for `wandb sync`; WANDB_MODE=offline (set above) keeps the run offline.
     lightning_offline = offline and not kwargs.get("log_model")
     return GptlabWandbLogger(save_dir=save_dir, offline=lightning_offline, id=run_id, resume="allow", **kwargs)
+
+
+def log_checkpoint_artifacts(logger: Any, checkpoint_callback: Any) -> None:
+    """Lightning's checkpoint upload, minus its two failure modes with gptlab's checkpoints.
+
+    A checkpoint saved between validations has no score yet (``inf``), which wandb's
+    artifact metadata refuses (JSON has no infinity): it is sent as ``null``. A file
+    pruned since it was listed is skipped instead of failing the upload.
+    """
+    import math
+
+    import wandb
+    from lightning.pytorch.loggers.utilities import _scan_checkpoints
+
+    for mtime, path, score, _tag in _scan_checkpoints(checkpoint_callback, logger._logged_model_time):
+        if not Path(path).is_file():
+            continue
+        value = score.item() if hasattr(score, "item") else score
+        metadata = {
+            "score": value if isinstance(value, (int, float)) and math.isfinite(value) else None,
+            "original_filename": Path(path).name,
+            "monitor": getattr(checkpoint_callback, "monitor", None),
+            "mode": getattr(checkpoint_callback, "mode", None),
+        }
+        if not logger._checkpoint_name:
+            logger._checkpoint_name = f"model-{logger.experiment.id}"
+        artifact = wandb.Artifact(name=logger._checkpoint_name, type="model", metadata=metadata)
+        artifact.add_file(path, name="model.ckpt", policy=logger.add_file_policy)
+        aliases = ["latest", "best"] if path == checkpoint_callback.best_model_path else ["latest"]
+        logger.experiment.log_artifact(artifact, aliases=aliases)
+        logger._logged_model_time[path] = mtime
 
 
 def csv_logger(save_dir: str, name: str = "", version: str = ""):
