@@ -182,6 +182,10 @@ def compare(options: dict[str, Any]) -> Comparison:
             lines.append("(p-values need at least 2 runs with values in each group: repeat with --multirun seed=1,2,3)")
     budget_note = _budget_note(runs, opts)
     notes += [budget_note] if budget_note else []
+    plot_x = opts.budget()[0] if opts.budget() else opts.x
+    if not any(curve(r, opts.metric, plot_x) is not None for r in runs):
+        notes.append(f"no run logged the cumulative column x={plot_x} needs (from the throughput callback), "
+                     "so the plot is empty; try x=steps")
     if notes:
         lines += ["", *notes]
 
