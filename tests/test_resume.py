@@ -131,3 +131,32 @@ def test_merge_overrides_later_wins_and_add_then_delete_cancels():
         ["trainer.max_steps=20", "~callbacks.hold", "optimizer.lr=1e-3"],
     )
     assert merged == ["model=micro", "trainer.max_steps=20", "optimizer.lr=1e-3"]
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_save_at_a_step_boundary_and_exit_cleanly(tmp_path):
+    """A real signal mid-run: the step finishes (all 3 accumulated batches), is saved, the run stops."""
+    args = [*TINY_OVERRIDES, "~callbacks.sample_text", "trainer.max_steps=1000000", "trainer.val_check_interval=1000000",
+            "checkpoint.every_n_steps=2", "trainer.accumulate_grad_batches=3"]
+    runs = {sig: tmp_path / sig.name for sig in (signal.SIGINT, signal.SIGTERM)}
+    procs = {sig: cli([*args, f"hydra.run.dir={run}"]) for sig, run in runs.items()}
+    for sig, run in runs.items():
+        deadline = time.monotonic() + 240
+        while not (run / "checkpoints" / "step000002.ckpt").exists():  # training is under way
+            assert procs[sig].poll() is None, finish(procs[sig])[1][-3000:]
+            assert time.monotonic() < deadline, "the run never reached its first checkpoint"
+            time.sleep(0.05)
+        procs[sig].send_signal(sig)
+    for sig, run in runs.items():
+        code, log = finish(procs[sig], timeout=120)
+        assert code == 128 + sig, log[-3000:]
+        assert "Traceback" not in log and f"{sig.name} received" in log and f"resume={run}" in log, log[-3000:]
+        data = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        assert data["global_step"] >= 2
+        assert data["gptlab"]["train_batches"] == 3 * data["global_step"], "saved in the middle of a step"
+        assert max(train_losses(run)) == data["global_step"] - 1, "metrics.csv lags behind the checkpoint"
+
+    run = runs[signal.SIGTERM]
+    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    train(compose_train([*args, f"trainer.max_steps={step + 1}", f"resume={run}"], tmp_path / "unused"))
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step + 1

@@ -16,7 +16,9 @@ Two pieces, both plugged into Lightning:
     ``every_n_steps`` it writes ``step<N>.ckpt``, points ``last.ckpt`` at it (a hard
     link: no second write) and keeps only the newest ``keep_last`` step files plus
     the one with the best validation score. Scores are taken only from a validation
-    that ran at the checkpoint's own step, never from an older one. Metrics loggers
+    that ran at the checkpoint's own step, never from an older one (a checkpoint is
+    written before that step's validation, so its own copy of the scores lacks it: after
+    a resume that one checkpoint counts as unscored). Metrics loggers
     are flushed before each save, so ``metrics.csv`` holds every row up to the
     checkpoint a resumed run continues from.
 """
@@ -90,6 +92,7 @@ class RunCheckpoint(ModelCheckpoint):
         self.every_n_steps = every_n_steps
         self.keep_last = keep_last
         self._validated_step: int | None = None
+        self._flush_pending = False
 
     def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath: str) -> None:
         """Silence Lightning's "folder not empty" warning: a resumed run writes into its own folder on purpose."""
@@ -99,6 +102,12 @@ class RunCheckpoint(ModelCheckpoint):
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
             self.save(trainer)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self._flush_pending:  # the saved step's own metrics reach the loggers only after its batch
+            self._flush_pending = False
+            for logger in trainer.loggers:
+                logger.save()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Give the checkpoint of this very step its fresh score, then prune again."""
@@ -142,6 +151,7 @@ class RunCheckpoint(ModelCheckpoint):
         for logger in trainer.loggers:  # metrics.csv must not lag behind the checkpoint
             logger.save()
         super()._save_checkpoint(trainer, filepath)
+        self._flush_pending = True
 
     def _fresh_score(self, trainer: L.Trainer, candidates: dict[str, torch.Tensor]) -> torch.Tensor:
         worst = torch.tensor(math.inf if self.mode == "min" else -math.inf)

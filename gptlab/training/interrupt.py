@@ -5,7 +5,7 @@ Lightning's own handling stops wherever the signal lands: a Ctrl-C raises
 after any batch, also in the middle of gradient accumulation. ``StopOnSignal``
 instead only notes the signal, lets the current optimizer step finish, saves a
 checkpoint at that step boundary (the same kind ``resume=`` continues from) and stops
-the run by raising ``TrainingInterrupted``, which the entry point turns into one line
+the run before the next batch by raising ``TrainingInterrupted``, which the entry point turns into one line
 and the exit status ``128 + signal``. A second Ctrl-C quits at once without saving.
 
 Under DDP every rank receives the signal's news through one small all-reduce per
@@ -48,6 +48,7 @@ class StopOnSignal(L.Callback):
         self.received: int | None = None
         self._previous: dict[int, object] = {}
         self._step_seen = 0
+        self._stop: TrainingInterrupted | None = None
 
     # -- handlers ---------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -89,10 +90,14 @@ class StopOnSignal(L.Callback):
         if not stepped:
             return  # inside a gradient-accumulation window: the step is not done yet
         signum = self._agreed_signal(trainer, pl_module)
-        if not signum:
-            return
-        path = save_now(trainer)
-        raise TrainingInterrupted(signum, trainer.global_step, path, str(trainer.default_root_dir))
+        if signum:
+            path = save_now(trainer)
+            self._stop = TrainingInterrupted(signum, trainer.global_step, path, str(trainer.default_root_dir))
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        """Stop here, not at the save: Lightning hands the saved step's metrics to the loggers in between."""
+        if self._stop is not None:
+            raise self._stop
 
     def _agreed_signal(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
         received = self.received or 0
