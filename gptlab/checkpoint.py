@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from gptlab.model import GPT, GPTConfig
-from gptlab.tokenizer import Tokenizer, tokenizer_from_dict
+from gptlab.model import GPT, GPTConfig, ModelConfigError
+from gptlab.tokenizer import Tokenizer, TokenizerError, tokenizer_from_dict
 
 
 class CheckpointError(ValueError):
@@ -84,11 +84,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     tokenizer_state = hparams.get("tokenizer")
     if not tokenizer_state:
         raise CheckpointError(f"{path} carries no tokenizer, so its ids cannot be turned into text; retrain with gptlab >= 0.1")
-    config = GPTConfig.from_dict(dict(hparams["model_config"]))
+    try:
+        config = GPTConfig.from_dict(dict(hparams["model_config"]))
+        tokenizer = tokenizer_from_dict(dict(tokenizer_state))
+    except (ModelConfigError, TokenizerError) as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # stored data of the wrong shape
+        raise CheckpointError(f"{path} holds a damaged model or tokenizer description ({type(e).__name__}: {e})") from None
     model = GPT(config)
     try:
         model.load_state_dict(model_state_dict(data))
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: the weights do not fit the model config stored with them ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: the weights do not fit the model config stored with them ({first})") from None
     model.to(map_location).eval()
-    return LoadedCheckpoint(model, tokenizer_from_dict(dict(tokenizer_state)), dict(hparams.get("run_config") or {}), Path(path))
+    return LoadedCheckpoint(model, tokenizer, dict(hparams.get("run_config") or {}), Path(path))

@@ -39,6 +39,7 @@ def validate_run_config(cfg: DictConfig) -> None:
     model = _model_config(cfg)
     _check_data(cfg, model)
     _check_optimizer(cfg)
+    _check_checkpoint(cfg)
     _check_trainer(cfg)
 
 
@@ -64,6 +65,13 @@ def _check_optimizer(cfg: DictConfig) -> None:
     lr = (cfg.get("optimizer") or {}).get("lr")
     if lr is not None and (not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0):
         raise ConfigError(f"optimizer.lr={lr} must be a positive number, e.g. optimizer.lr=6e-4")
+
+
+def _check_checkpoint(cfg: DictConfig) -> None:
+    for key in ("every_n_steps", "keep_last"):
+        value = (cfg.get("checkpoint") or {}).get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"checkpoint.{key}={value!r} must be a positive integer (or null)")
 
 
 def _check_trainer(cfg: DictConfig) -> None:
