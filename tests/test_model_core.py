@@ -296,3 +296,23 @@ def test_meta_build_then_materialise_matches():
     model.load_state_dict(ref.state_dict())
     idx = torch.randint(0, VOCAB, (2, 16))
     torch.testing.assert_close(model.eval()(idx), ref(idx), atol=0, rtol=0)
+
+
+def test_attention_module_called_directly_is_causal_with_both_backends():
+    """Without a mask, ``is_causal=True`` must mean causal for ``manual`` too (as for sdpa)."""
+    from gptlab.model.attention import CausalSelfAttention
+
+    torch.manual_seed(0)
+    outputs = {}
+    for backend in ("manual", "sdpa"):
+        cfg = GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=16, attention={"backend": backend})
+        torch.manual_seed(0)
+        attn = CausalSelfAttention(cfg).eval()
+        x = torch.randn(1, 6, 16)
+        changed = x.clone()
+        changed[0, -1] += 1.0
+        with torch.no_grad():
+            a, b = attn(x), attn(changed)
+        assert torch.allclose(a[:, :-1], b[:, :-1], atol=1e-6), backend
+        outputs[backend] = a
+    assert torch.allclose(outputs["manual"], outputs["sdpa"], atol=1e-5)

@@ -84,7 +84,6 @@ def manual_attention(
     softcap: float | None = None,
 ) -> torch.Tensor:
     """Attention with every step written out (the reference the fused kernel must match)."""
-    del is_causal  # ``mask`` always carries the causal structure here
     n_rep = q.size(1) // k.size(1)
     if n_rep > 1:  # GQA/MQA: each key/value head serves n_rep consecutive query heads
         k = k.repeat_interleave(n_rep, dim=1)
@@ -92,6 +91,9 @@ def manual_attention(
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, T, S)
     if softcap is not None:  # squash into (-cap, cap) so no score can run away
         scores = softcap * torch.tanh(scores / softcap)
+    if mask is None and is_causal:  # called without a mask: query i sees keys 0..i (aligned at the end)
+        T, S = scores.shape[-2:]
+        mask = torch.ones(T, S, dtype=torch.bool, device=scores.device).tril(diagonal=S - T)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = F.softmax(scores, dim=-1)
