@@ -38,7 +38,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gptlab.checkpoint import read_checkpoint
+from gptlab.checkpoint import read_checkpoint, safe_torch_load
 from gptlab.errors import ConfigError, user_errors
 from gptlab.utils.io import atomic_write_text, remove_stale_temp_files
 from gptlab.validate import GPTLAB_TRAINER_KEYS, validate_run_config
@@ -48,6 +48,7 @@ _RUN_DIR_ENV = "GPTLAB_RUN_DIR"
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 # Model settings that do not change the weights: a resume may differ in these.
 _RESUME_FREE_MODEL_KEYS = ("compile", "activation_checkpointing")
+SHARDED_META = "meta.pt"  # what Lightning's FSDP writes beside the shards of a sharded checkpoint
 
 
 def _is_ddp_child() -> bool:
@@ -101,7 +102,7 @@ def _apply_resume(cfg: DictConfig) -> None:
     last = folder / "checkpoints" / "last.ckpt"
     if not folder.is_dir():
         raise ConfigError(f"resume={cfg.resume}: there is no such run folder; pass a run folder such as outputs/<date>/<time>")
-    if not last.is_file():
+    if not last.exists():
         raise ConfigError(f"resume={cfg.resume}: {last} does not exist, so there is nothing to resume; start a new run instead")
     with open_dict(cfg):
         cfg.paths.output_dir = str(folder)
@@ -113,14 +114,25 @@ def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
     if ckpt in (None, ""):
         return None
     path = output_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
-    if not path.is_file():
+    if not (path.is_file() or (path / SHARDED_META).is_file()):
         raise ConfigError(f"ckpt_path={ckpt} does not point to a checkpoint file ({path} is missing)")
     return str(path)
 
 
 def _saved_model_config(path: str | None) -> dict[str, Any] | None:
-    """Read a checkpoint to resume from safely (tensors memory-mapped, not loaded): fail before any work."""
-    return dict(read_checkpoint(path, mmap=True)["hyper_parameters"]["model_config"]) if path else None
+    """Read a checkpoint to resume from safely (tensors memory-mapped, not loaded): fail before any work.
+
+    This read is also what keeps code out of Lightning's own loaders that do not take
+    ``weights_only`` (FSDP's lazy loader for full checkpoints). A sharded FSDP checkpoint
+    is a folder; only its ``meta.pt`` can be checked this way, so use only your own.
+    """
+    if not path:
+        return None
+    if Path(path).is_dir():
+        meta = safe_torch_load(Path(path) / SHARDED_META)
+        config = (meta.get("hyper_parameters") or {}).get("model_config") if isinstance(meta, dict) else None
+        return dict(config) if isinstance(config, dict) else None
+    return dict(read_checkpoint(path, mmap=True)["hyper_parameters"]["model_config"])
 
 
 def _check_resume_fits(path: str, saved: dict[str, Any], model_config: dict[str, Any]) -> None:

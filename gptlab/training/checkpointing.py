@@ -141,9 +141,12 @@ class RunCheckpoint(ModelCheckpoint):
         self._update_best()
         self.last_model_path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
         self._save_checkpoint(trainer, path)
-        if trainer.is_global_zero:
-            atomic_link_or_copy(path, self.last_model_path)
-        trainer.strategy.barrier("gptlab-last-checkpoint")
+        if Path(path).is_dir():  # a sharded checkpoint (FSDP state_dict_type=sharded) is a folder: write it again
+            trainer.save_checkpoint(self.last_model_path, self.save_weights_only)
+        else:
+            if trainer.is_global_zero:
+                atomic_link_or_copy(path, self.last_model_path)
+            trainer.strategy.barrier("gptlab-last-checkpoint")
         self._prune(trainer)
         return path
 
