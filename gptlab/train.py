@@ -19,8 +19,9 @@ saves at the next step boundary and exits with status 128 + signal; a non-finite
 stops the run (or is skipped with ``trainer.skip_nonfinite=true``); running out of
 accelerator memory names the settings that use less.
 
-``trainer.skip_nonfinite`` is read by gptlab, not by Lightning: ``train`` removes it
-(and any other key in ``validate.GPTLAB_TRAINER_KEYS``) before building the Trainer.
+``trainer.skip_nonfinite`` is read by gptlab, not by Lightning: the trainer group's
+``_target_`` (``gptlab.training.trainer.lightning_trainer``) and ``train`` both remove
+it, and any other key in ``GPTLAB_TRAINER_KEYS``, before Lightning sees the arguments.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab.checkpoint import read_checkpoint, safe_torch_load
 from gptlab.errors import ConfigError, user_errors
+from gptlab.training.trainer import GPTLAB_TRAINER_KEYS
 from gptlab.utils.io import atomic_write_text, remove_stale_temp_files
-from gptlab.validate import GPTLAB_TRAINER_KEYS, validate_run_config
+from gptlab.validate import validate_run_config
 
 _RUN_DIR_ENV = "GPTLAB_RUN_DIR"
 # Lightning 2.6 with torch >= 2.10 warns about its own use of a deprecated torch API.

@@ -30,8 +30,6 @@ PRECISIONS = {
     "transformer-engine": "transformer-engine", "transformer-engine-float16": "transformer-engine-float16",
 }
 CPU_PRECISIONS = ("64-true", "32-true", "bf16-mixed", "bf16-true", "16-true")
-# Keys under `trainer:` that gptlab reads itself; train() removes them before building the Trainer.
-GPTLAB_TRAINER_KEYS = ("skip_nonfinite",)
 
 
 def validate_run_config(cfg: DictConfig) -> None:
