@@ -249,11 +249,17 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def optimized_value(metrics: dict[str, float], name: str | None) -> float | None:
-    """The metric a sweeper optimises; a clear error when the run never logged it."""
+def optimized_value(metrics: dict[str, float], name: str | None, required: bool = True) -> float | None:
+    """The metric a sweeper optimises; a clear error when the run never logged it.
+
+    Outside a sweep nobody reads the value, so a run that simply ended between two
+    validations (a resumed run often does) is not an error then: ``required=False``.
+    """
     if not name:
         return None
     if name not in metrics:
+        if not required:
+            return None
         raise ConfigError(f"optimized_metric={name!r} was never logged; logged metrics are {sorted(metrics)}")
     return metrics[name]
 
@@ -318,7 +324,7 @@ def main(cfg: DictConfig) -> float | None:
         cfg, overrides, folder = _compose_run(cfg)
         if not _is_ddp_child() and (folder.is_dir() or not cfg.get("resume")):
             atomic_write_text(folder / OVERRIDES_FILE, OmegaConf.to_yaml(OmegaConf.create(overrides)))
-        return optimized_value(train(cfg), cfg.get("optimized_metric"))
+        return optimized_value(train(cfg), cfg.get("optimized_metric"), required=multirun)
     except TrainingInterrupted as e:
         # Not a failure: the checkpoint is saved. Stop (a sweep too) with the shell's status for a signal.
         print(f"gptlab: {e}", file=sys.stderr)

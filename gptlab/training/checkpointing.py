@@ -16,15 +16,16 @@ Two pieces, both plugged into Lightning:
     ``every_n_steps`` it writes ``step<N>.ckpt``, points ``last.ckpt`` at it (a hard
     link: no second write) and keeps only the newest ``keep_last`` step files plus
     the one with the best validation score. Scores are taken only from a validation
-    that ran at the checkpoint's own step, never from an older one (a checkpoint is
-    written before that step's validation, so its own copy of the scores lacks it: after
-    a resume that one checkpoint counts as unscored). Metrics loggers
+    that ran at the checkpoint's own step, never from an older one. A checkpoint is
+    written before its step's validation, so its own copy of the scores lacks that one;
+    ``checkpoint_scores.json`` beside the checkpoints folder keeps it for a resumed run. Metrics loggers
     are flushed before each save, so ``metrics.csv`` holds every row up to the
     checkpoint a resumed run continues from.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -37,7 +38,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from gptlab.checkpoint import safe_torch_load
 from gptlab.errors import ConfigError
-from gptlab.utils.io import atomic_link_or_copy, atomic_save
+from gptlab.utils.io import atomic_link_or_copy, atomic_save, atomic_write_text
+
+# Validation scores of the step checkpoints, by file name; beside the checkpoints folder, so
+# that folder holds checkpoints only.
+SCORES_FILE = "checkpoint_scores.json"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -120,6 +125,25 @@ class RunCheckpoint(ModelCheckpoint):
             self.best_k_models[path] = score.detach().cpu().clone()
             self._update_best()
             self._prune(trainer)
+            if trainer.is_global_zero:
+                scores = {Path(p).name: float(v) for p, v in self.best_k_models.items() if torch.isfinite(v)}
+                atomic_write_text(self._scores_path(), json.dumps(scores, indent=1))
+
+    def _scores_path(self) -> Path:
+        return Path(self.dirpath).parent / SCORES_FILE
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore, then add the scores that validations gave after each checkpoint was written."""
+        super().load_state_dict(state_dict)
+        try:
+            scores = json.loads(self._scores_path().read_text())
+        except (OSError, ValueError, TypeError):
+            return
+        for path in self.best_k_models:
+            value = scores.get(Path(path).name) if isinstance(scores, dict) else None
+            if isinstance(value, (int, float)):
+                self.best_k_models[path] = torch.tensor(float(value))
+        self._update_best()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pass  # epochs mean nothing for an endless stream of random windows
