@@ -1,3 +1,19 @@
 """gptlab: build a GPT from its parts, train it with Lightning, configure it with Hydra."""
 
 __version__ = "0.1.0"
+
+
+def _register_config_schemas() -> None:
+    """Register the typed config schemas as soon as gptlab is imported.
+
+    Compositions made anywhere (the CLI, ``hydra.compose`` in tests and notebooks)
+    then find ``model/schema``; without Hydra installed there is nothing to register.
+    """
+    try:
+        from gptlab.schema import register_schemas
+    except ImportError:  # pragma: no cover
+        return
+    register_schemas()
+
+
+_register_config_schemas()

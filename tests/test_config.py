@@ -65,3 +65,37 @@ def test_gpt124m_preset_has_gpt2_parameter_count(tmp_path):
     with torch.device("meta"):
         model = GPT(GPTConfig.from_dict(model_cfg))
     assert model.num_parameters() == 124_439_808
+
+
+def test_model_schema_mirrors_gptconfig():
+    """The typed schema of the model group must offer exactly GPTConfig's fields and defaults."""
+    import dataclasses
+
+    from gptlab.model.config import AttentionConfig
+    from gptlab.schema import AttentionSchema, ModelSchema
+
+    def defaults(cls) -> dict:
+        out = {}
+        for f in dataclasses.fields(cls):
+            value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return out
+
+    schema, real = defaults(ModelSchema), defaults(GPTConfig)
+    assert schema.pop("vocab_size") is None and real.pop("vocab_size") == 50257
+    assert schema == real
+    assert defaults(AttentionSchema) == defaults(AttentionConfig)
+
+
+def test_every_architecture_option_is_overridable_on_every_preset(tmp_path):
+    for preset in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")):
+        cfg = compose_train([f"model={preset}", "model.compile=true", "model.position=rope",
+                             "model.attention.n_kv_head=1", "model.norm=rmsnorm"], tmp_path / "run")
+        assert cfg.model.position == "rope" and cfg.model.attention.n_kv_head == 1
+
+
+def test_wrong_type_is_refused_while_composing(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="n_layer"):
+        compose_train(["model.n_layer=two"], tmp_path / "run")

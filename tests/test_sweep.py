@@ -132,8 +132,6 @@ def test_sweep_value_of_the_wrong_type_never_trains(bad_value):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="needs a typed schema for the model group (see the issue 6 report): "
-                   "today the job starts and refuses n_layer itself")
 def test_sweep_value_of_the_wrong_type_fails_before_any_job_with_hydras_message(bad_value):
     sweep, out = bad_value
     assert out.returncode == 1 and "could not be converted to Integer" in out.stderr
