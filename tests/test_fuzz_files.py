@@ -92,14 +92,7 @@ def test_random_bytes_as_a_tokenizer_file(tmp_path, data):
         load_tokenizer(path)
 
 
-CHAR_FROM_DICT_BUG = pytest.mark.xfail(
-    raises=(KeyError, TypeError), strict=True,
-    reason="CharTokenizer.from_dict does not check its data ({'kind': 'char'} raises KeyError 'chars'); "
-    "owner of gptlab/tokenizer: raise TokenizerError there, then drop this mark",
-)
-
-
-@pytest.mark.parametrize("kind", [pytest.param("char", marks=CHAR_FROM_DICT_BUG), "bpe", "gpt2", None])
+@pytest.mark.parametrize("kind", ["char", "bpe", "gpt2", None])
 @FUZZ
 @given(value=JSON)
 def test_random_json_as_a_tokenizer_file(tmp_path, value, kind):

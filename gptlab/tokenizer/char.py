@@ -56,7 +56,10 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
-        return cls(list(data["chars"]))
+        chars = data.get("chars")
+        if not isinstance(chars, str):
+            raise TokenizerError("character tokenizer data needs 'chars', a string of the vocabulary; the file is damaged")
+        return cls(list(chars))
 
 
 def build_char_tokenizer(text: str) -> CharTokenizer:
