@@ -48,6 +48,9 @@ from gptlab.validate import validate_run_config
 _RUN_DIR_ENV = "GPTLAB_RUN_DIR"
 # Lightning 2.6 with torch >= 2.10 warns about its own use of a deprecated torch API.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+# conf/hydra/launcher/*.yaml share the launcher plugins' names (hydra/launcher=joblib), so
+# Hydra warns on every job that they are checked against the plugins' schemas.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema", category=UserWarning)
 # Model settings that do not change the weights: a resume may differ in these.
 _RESUME_FREE_MODEL_KEYS = ("compile", "activation_checkpointing")
 SHARDED_META = "meta.pt"  # what Lightning's FSDP writes beside the shards of a sharded checkpoint

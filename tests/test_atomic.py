@@ -96,3 +96,17 @@ def test_the_best_by_validation_survives_pruning(tmp_path):
                  if k.startswith("RunCheckpoint"))
     assert os.path.basename(state["best_model_path"]) in names
     assert abs(float(state["best_model_score"]) - val[val_step]) < 1e-6
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    """Temporary files are owner-only; the renamed result must be readable like any file."""
+    import os
+
+    from gptlab.utils.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "shared.txt", "hello")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o644
