@@ -21,7 +21,11 @@ GPT2_COUNTS = {
 
 
 def load_preset(path: Path, vocab_size: int) -> GPTConfig:
-    d = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    """The preset as Hydra composes it (its file on top of the typed model schema)."""
+    from tests.conftest import compose_train
+
+    cfg = compose_train([f"model={path.stem}"], Path("/tmp/unused"))
+    d = OmegaConf.to_container(cfg.model, resolve=True)
     assert d["vocab_size"] is None, "presets leave vocab_size to the tokenizer"
     d["vocab_size"] = vocab_size
     return GPTConfig.from_dict(d)
