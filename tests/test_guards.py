@@ -100,3 +100,20 @@ def test_real_cuda_out_of_memory_is_one_clear_error(tmp_path):
     with pytest.raises(OutOfMemory, match="data.batch_size"):
         train(cfg)
     assert math.isfinite(torch.cuda.memory_allocated())
+
+
+class RaiseOutOfMemory(L.Callback):
+    """Raises the accelerator's real out-of-memory error type inside a training step."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_inside_fit_becomes_one_clear_error(tmp_path):
+    """Without a GPU to exhaust, raise the same exception type where a step would raise it."""
+    cfg = compose_train([*TINY_OVERRIDES, "+callbacks.oom._target_=tests.test_guards.RaiseOutOfMemory",
+                         "~callbacks.sample_text"], tmp_path / "run")
+    with pytest.raises(OutOfMemory, match="data.batch_size") as info:
+        train(cfg)
+    assert "out of memory on cpu" in str(info.value)
