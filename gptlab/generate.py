@@ -98,6 +98,20 @@ def _one_line_warnings(stream: TextIO) -> Iterator[None]:
             warnings.showwarning = original
 
 
+def load_hf_folder(folder: str):
+    """GPT-2 weights from a Hugging Face folder, with GPT-2's own tokenizer (tiktoken r50k_base)."""
+    from gptlab.checkpoint import CheckpointError, LoadedCheckpoint
+    from gptlab.model import GPT
+    from gptlab.tokenizer import GPT2Tokenizer
+
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"hf={folder} is not a Hugging Face model folder (no config.json); "
+                              "pass the folder that holds config.json and model.safetensors")
+    model = GPT.from_hf(path).eval()
+    return LoadedCheckpoint(model, GPT2Tokenizer(), {}, path)
+
+
 def run_generate(cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | None = None,
                  stderr: TextIO | None = None) -> list[dict[str, Any]]:
     """Generate as ``cfg`` says; returns one record per sample (what ``output`` holds)."""
@@ -108,17 +122,21 @@ def run_generate(cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | 
     device = pick_device(str(cfg.get("device") or "auto"))
     dtype = pick_dtype(cfg.get("dtype"))
     prompts = read_prompts(cfg)  # before loading: a missing prompt file fails fast
-    if not cfg.get("ckpt"):
-        raise ConfigError("no checkpoint given: pass ckpt=<path to a .ckpt written by python -m gptlab.train>")
+    if not cfg.get("ckpt") and not cfg.get("hf"):
+        raise ConfigError("no checkpoint given: pass ckpt=<path to a .ckpt written by python -m gptlab.train> "
+                          "or hf=<a Hugging Face GPT-2 folder>")
+    if cfg.get("ckpt") and cfg.get("hf"):
+        raise ConfigError("pass either ckpt= or hf=, not both")
     num_samples = int(cfg.get("num_samples", 1))
     if num_samples < 1:
         raise ConfigError(f"num_samples={num_samples} is invalid: it must be >= 1")
 
-    loaded = load_checkpoint(cfg.ckpt, map_location="cpu")
+    source = cfg.get("ckpt") or cfg.get("hf")
+    loaded = load_checkpoint(cfg.ckpt, map_location="cpu") if cfg.get("ckpt") else load_hf_folder(cfg.hf)
     model = loaded.model.to(device=device, dtype=dtype)
     generator = torch.Generator(device=device).manual_seed(sampler.seed)
     settings = {
-        "ckpt": str(Path(cfg.ckpt).absolute()), "sampler": sampler.to_dict(),
+        "ckpt": str(Path(source).absolute()), "sampler": sampler.to_dict(),
         "device": str(device), "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "use_cache": bool(cfg.get("use_cache", True)),
     }

@@ -202,3 +202,30 @@ def test_backslash_escapes_in_prompts_and_stop_strings(ckpt):
     free, _, _ = run(f"ckpt={ckpt}", r"prompt=ROMEO:\n", "sampler=default", "max_new_tokens=60", "seed=4")
     assert "\n" in free[0]["completion"]  # so the stop string had something to cut
     assert records[0]["completion"] == free[0]["completion"].split("\n")[0]
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "r50k_base.tiktoken").is_file(),
+                    reason="needs shared/data/r50k_base.tiktoken for GPT-2's tokenizer")
+def test_hf_folder_generates_with_gpt2_tokenizer_like_transformers(tmp_path):
+    """hf=<folder> loads GPT-2-format weights and GPT-2's tokenizer; greedy text matches transformers."""
+    transformers = pytest.importorskip("transformers")
+    from gptlab.tokenizer import GPT2Tokenizer
+
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64))
+    hf.save_pretrained(tmp_path / "gpt2")
+    records, out, _ = run(f"hf={tmp_path / 'gpt2'}", "prompt=Hello world", "sampler=greedy", "max_new_tokens=8")
+    ids = GPT2Tokenizer().encode("Hello world")
+    expected = hf.eval().generate(torch.tensor([ids]), do_sample=False, max_new_tokens=8, min_new_tokens=8,
+                                  pad_token_id=50256)[0, len(ids):].tolist()
+    assert records[0]["completion"] == GPT2Tokenizer().decode(expected)
+    assert "Hello world" in out
+
+
+def test_ckpt_and_hf_together_or_neither_are_refused(ckpt, tmp_path):
+    err = io.StringIO()
+    assert run_cli(make_cfg(f"ckpt={ckpt}", f"hf={tmp_path}"), stdout=io.StringIO(), stderr=err) == 1
+    assert "either ckpt= or hf=" in err.getvalue()
+    err = io.StringIO()
+    assert run_cli(make_cfg(f"hf={tmp_path}"), stdout=io.StringIO(), stderr=err) == 1
+    assert "not a Hugging Face model folder" in err.getvalue()
