@@ -42,7 +42,8 @@ def tokenize(cfg: DictConfig) -> dict[str, float | str]:
         f"tokenizer {tokenizer.kind} with {tokenizer.vocab_size:,} ids built in {seconds:.2f} s; "
         f"validation split: {stats['val_bytes_per_token']:.3f} bytes per token "
         f"({val_bytes:,} bytes -> {len(val_ids):,} tokens)\n"
-        f"saved to {output}; train with it: tokenizer=bpe tokenizer.path={output}"
+        f"saved to {output}"
+        + (f"; train with it: tokenizer=bpe tokenizer.path={output}" if tokenizer.kind == "bpe" else "")
     )
     return stats
 

@@ -158,3 +158,19 @@ def test_shakespeare_config_uses_seeded_cache(tmp_path, offline_environment):
     assert dm.load_text() == SHAKESPEARE.read_text()
     tok = dm.build_tokenizer(hydra.utils.instantiate(cfg.tokenizer))
     assert tok.vocab_size == 65  # nanoGPT's shakespeare_char vocabulary
+
+
+def test_tokenizer_learns_from_the_training_split_only(tmp_path):
+    """A tokenizer that saw the validation text would flatter val/bpb."""
+    from gptlab.tokenizer import BPETokenizer, TokenizerError
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat. " * 90 + "zq" * 120)  # the last 10% is "zqzq..."
+    dm = make_dm(tmp_path, path=str(corpus))
+    tok = dm.build_tokenizer(lambda text: BPETokenizer.train(text, vocab_size=300, progress=False))
+    learned = {tok.token_bytes(i) for i in range(256, tok.vocab_size) if i != tok.eot_id}
+    assert not any(b"z" in piece or b"q" in piece for piece in learned)
+    dm = make_dm(tmp_path, path=str(corpus))
+    dm.build_tokenizer(CharTokenizer.from_corpus)
+    with pytest.raises(TokenizerError, match="'q'"):
+        dm.prepare_data()

@@ -112,8 +112,13 @@ class TextDataModule(L.LightningDataModule):
         return text[:cut], text[cut:]
 
     def build_tokenizer(self, factory: TokenizerFactory | Tokenizer) -> Tokenizer:
-        """Make the run's tokenizer; a factory gets the corpus (char vocabularies and BPE need it)."""
-        self.tokenizer = factory if isinstance(factory, Tokenizer) else factory(text=self.load_text())
+        """Make the run's tokenizer; a factory learns from the training split only.
+
+        A BPE that has seen the validation text compresses it better than unseen text,
+        which would flatter ``val/bpb``; a character vocabulary learned from the
+        training split names any character that only the validation text has.
+        """
+        self.tokenizer = factory if isinstance(factory, Tokenizer) else factory(text=self.split_text()[0])
         return self.tokenizer
 
     # -- Lightning hooks --------------------------------------------------------------
