@@ -231,8 +231,11 @@ def test_too_long_input_is_refused():
 
 
 def test_param_groups_decay_matrices_only():
+    # the groups every gptlab optimizer is built from
+    from gptlab.training.optim import decay_groups
+
     model = build(tiny(bias=True))
-    decay, no_decay = model.configure_param_groups(0.1)
+    decay, no_decay = decay_groups(model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(
         p.dim() < 2 for p in no_decay["params"]

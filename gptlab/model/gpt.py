@@ -10,8 +10,8 @@
 Module names follow GPT-2 / nanoGPT (``transformer.wte``, ``transformer.h.0.attn.c_attn``,
 ...), so Hugging Face GPT-2 weights map one-to-one (see ``hf.py``).
 
-Also here: GPT-2 initialisation, parameter and FLOP counts, optimizer parameter groups,
-and the KV-cache entry point ``new_kv_cache``.
+Also here: GPT-2 initialisation, parameter and FLOP counts, and the KV-cache entry
+point ``new_kv_cache`` (optimizer groups live with the optimizers, in ``gptlab.training.optim``).
 """
 
 from __future__ import annotations
@@ -284,15 +284,6 @@ class GPT(nn.Module):
             n -= cfg.vocab_size * cfg.n_embd
         t = seq_len if cfg.attention.window is None else min(seq_len, cfg.attention.window)
         return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_head * cfg.head_size * t
-
-    def configure_param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """Optimizer groups: weight decay on matrices (>= 2-D, embeddings included, as
-        nanoGPT), none on biases and norm gains (decaying those only hurts)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
 
     # ------------------------------------------------------------------ Hugging Face
     @classmethod
