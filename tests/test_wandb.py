@@ -25,7 +25,7 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
 def read_records(path: Path) -> list:
-    """Every protobuf ``Record`` of an offline ``.wandb`` file, in order."""
+    """Every complete protobuf ``Record`` of an offline ``.wandb`` file, in order (a record still being written is left out)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = path.read_bytes()
@@ -40,6 +40,8 @@ def read_records(path: Path) -> list:
         if kind == 0 and length == 0:
             pos += left
             continue
+        if pos + 7 + length > len(data):  # wandb's service is still writing this record
+            break
         payload, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
         parts = payload if kind in (FULL, FIRST) else parts + payload
         if kind in (FULL, LAST):
