@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py                          # shakespeare_char recipe
     python benchmarks/train_throughput.py --case gpt124m --steps 4 --hf
     python benchmarks/train_throughput.py --precision bf16-mixed --compile
+    python benchmarks/train_throughput.py --case gpt124m_gpu --device cuda --precision bf16-mixed --compile --hf
 
 Every variant trains the same model shape on the same random batches with the same
 AdamW settings, in one process, in alternating rounds (so a busy machine slows all of
@@ -11,7 +12,9 @@ data loading, forward, backward, gradient clipping and the optimizer. Reported: 
 median ms/step, tokens/s, MFU against ``--peak-gflops`` (default: this machine's
 measured fp32 or bf16 matmul peak), and the ratio of each variant to the first.
 Peak memory is measured per variant in a fresh subprocess (``--memory``), because a
-process's high-water mark cannot be split between variants that share it.
+process's high-water mark cannot be split between variants that share it; on a GPU it
+is the CUDA allocator's high-water mark, reset before each variant's rounds.
+On a GPU every step ends with a device sync, so a step's time is its real duration.
 """
 
 from __future__ import annotations
@@ -36,7 +39,16 @@ CASES = {
     # GPT-2 small's shape at a CPU-sized batch (4 x 256).
     "gpt124m": dict(model=dict(vocab_size=50257, block_size=256, n_layer=12, n_head=12, n_embd=768, bias=True,
                                dropout=0.0), batch_size=4, lr=6e-4, betas=(0.9, 0.95)),
+    # GPT-2 small at nanoGPT's GPU shape (16 x 1024 tokens a micro-batch): the MFU goal.
+    "gpt124m_gpu": dict(model=dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=True,
+                                   dropout=0.0), batch_size=16, lr=6e-4, betas=(0.9, 0.95)),
 }
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work, so wall-clock time measures it."""
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def random_batches(vocab: int, batch: int, block: int, n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -60,19 +72,21 @@ def gptlab_module(case: dict, compile_model: bool):
 class StepTimer:
     """A Lightning callback that records the time between consecutive batch starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
         import lightning as L
 
         timer = self
 
         class _Callback(L.Callback):
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                sync(device)
                 now = time.perf_counter()
                 if timer.last is not None:
                     timer.times.append(now - timer.last)
                 timer.last = now
 
             def on_train_end(self, trainer, pl_module):
+                sync(device)
                 timer.times.append(time.perf_counter() - timer.last)
 
         self.callback = _Callback()
@@ -80,7 +94,7 @@ class StepTimer:
         self.last: float | None = None
 
 
-def run_lightning(case: dict, batches, precision: str, compile_model: bool) -> Callable[[int], list[float]]:
+def run_lightning(case: dict, batches, precision: str, compile_model: bool, device: str) -> Callable[[int], list[float]]:
     """One Trainer.fit per round on the same module: times the real gptlab training path."""
     import lightning as L
     from torch.utils.data import DataLoader
@@ -88,8 +102,8 @@ def run_lightning(case: dict, batches, precision: str, compile_model: bool) -> C
     module = gptlab_module(case, compile_model)
 
     def round_(steps: int) -> list[float]:
-        timer = StepTimer()
-        trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, precision=precision, logger=False,
+        timer = StepTimer(device)
+        trainer = L.Trainer(max_steps=steps, accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             gradient_clip_val=1.0, callbacks=[timer.callback], limit_val_batches=0,
                             num_sanity_val_steps=0)
@@ -99,17 +113,23 @@ def run_lightning(case: dict, batches, precision: str, compile_model: bool) -> C
     return round_
 
 
-def run_bare(model: torch.nn.Module, case: dict, batches, precision: str, hf: bool = False) -> Callable[[int], list[float]]:
+def run_bare(model: torch.nn.Module, case: dict, batches, precision: str, device: str, hf: bool = False,
+             compile_model: bool = False) -> Callable[[int], list[float]]:
     """The same step written as a plain loop: the floor that Lightning's overhead is measured against."""
     from gptlab.training.optim import adamw
 
+    model = model.to(device)
     optimizer = adamw(model, lr=case["lr"], betas=case["betas"], weight_decay=0.1)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    if compile_model:
+        model.compile()
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
     def round_(steps: int) -> list[float]:
         times = []
         for x, y in batches[:steps]:
+            sync(device)
             t0 = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast:
                 logits = model(x).logits if hf else model(x)
                 loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
@@ -117,6 +137,7 @@ def run_bare(model: torch.nn.Module, case: dict, batches, precision: str, hf: bo
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            sync(device)
             times.append(time.perf_counter() - t0)
         return times
 
@@ -135,9 +156,17 @@ def hf_model(case: dict) -> torch.nn.Module:
 def measure_memory(args: argparse.Namespace, variant: str) -> float:
     """Peak resident memory (MB) of a fresh process that runs only ``variant``."""
     cmd = [sys.executable, __file__, "--case", args.case, "--steps", str(args.steps), "--rounds", "1",
-           "--precision", args.precision, "--only", variant, "--json"]
+           "--precision", args.precision, "--device", args.device, "--only", variant, "--json"]
+    if args.compile:
+        cmd.append("--compile")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["max_rss_mb"]
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def main() -> None:
@@ -146,7 +175,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile the gptlab model (Lightning variant)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the gptlab model (both gptlab variants)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--hf", action="store_true", help="also time transformers' GPT2LMHeadModel")
     parser.add_argument("--peak-gflops", type=float, default=None)
     parser.add_argument("--memory", action="store_true", help="peak RSS per variant, each in its own process")
@@ -162,6 +192,7 @@ def main() -> None:
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     torch.manual_seed(0)
+    torch.set_float32_matmul_precision("high")  # as gptlab.train does: TF32 on GPUs, no effect on this CPU
     case = CASES[args.case]
     m = case["model"]
     warmup = 3
@@ -172,16 +203,22 @@ def main() -> None:
 
     variants: dict[str, Callable[[int], list[float]]] = {}
     if args.only in (None, "gptlab+lightning"):
-        variants["gptlab+lightning"] = run_lightning(case, batches, args.precision, args.compile)
+        variants["gptlab+lightning"] = run_lightning(case, batches, args.precision, args.compile, args.device)
     if args.only in (None, "gptlab bare loop"):
-        variants["gptlab bare loop"] = run_bare(GPT(GPTConfig(**m)).train(), case, batches, args.precision)
+        variants["gptlab bare loop"] = run_bare(GPT(GPTConfig(**m)).train(), case, batches, args.precision,
+                                                args.device, compile_model=args.compile)
     if args.hf and args.only is None or args.only == "transformers GPT2":
-        variants["transformers GPT2"] = run_bare(hf_model(case), case, batches, args.precision, hf=True)
+        variants["transformers GPT2"] = run_bare(hf_model(case), case, batches, args.precision, args.device, hf=True)
 
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cuda_peak_mb: dict[str, float] = {}
     for _ in range(args.rounds):
         for name, round_ in variants.items():
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             times[name].extend(round_(args.steps + warmup)[warmup:])
+            if args.device == "cuda":
+                cuda_peak_mb[name] = max(cuda_peak_mb.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
 
     if args.json:
         print(json.dumps({"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -190,12 +227,13 @@ def main() -> None:
     from gptlab.bench_peak import measure_peak_flops
 
     dtype = torch.bfloat16 if args.precision == "bf16-mixed" else torch.float32
-    peak = args.peak_gflops * 1e9 if args.peak_gflops else measure_peak_flops(dtype=dtype)
+    peak = args.peak_gflops * 1e9 if args.peak_gflops else measure_peak_flops(dtype=dtype, device=args.device)
     flops_per_token = GPT(GPTConfig(**m)).flops_per_token(m["block_size"])
     print(f"case {args.case}: batch {case['batch_size']} x {m['block_size']} tokens, precision {args.precision}, "
-          f"{args.rounds} rounds x {args.steps} steps, peak {peak / 1e9:.0f} GFLOP/s, torch threads {torch.get_num_threads()}")
+          f"{args.rounds} rounds x {args.steps} steps, compile {args.compile}, peak {peak / 1e9:.0f} GFLOP/s, "
+          f"device {device_name(args.device)}, torch {torch.__version__}")
     header = f"{'variant':<20} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} {'vs first':>9}"
-    if args.memory:
+    if args.memory or cuda_peak_mb:
         header += f" {'peak MB':>9}"
     print(header)
     first = None
@@ -204,7 +242,9 @@ def main() -> None:
         tps = tokens_per_step / (ms / 1e3)
         first = first or tps
         line = f"{name:<20} {ms:9.1f} {tps:10.0f} {tps * flops_per_token / peak:6.1%} {tps / first:8.2f}x"
-        if args.memory:
+        if cuda_peak_mb:
+            line += f" {cuda_peak_mb[name]:9.0f}"
+        elif args.memory:
             line += f" {measure_memory(args, name):9.0f}"
         print(line)
 

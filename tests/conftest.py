@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ../shared/data beside the checkout; GPTLAB_SHARED_DATA points elsewhere (a GPU machine gets a copy).
+SHARED_DATA = Path(os.environ.get("GPTLAB_SHARED_DATA") or REPO.parent / "shared" / "data")
 SHAKESPEARE = SHARED_DATA / "tinyshakespeare.txt"
 R50K = SHARED_DATA / "r50k_base.tiktoken"
 # tiktoken caches a download under the sha1 of its address; this is r50k_base's.
