@@ -117,3 +117,38 @@ def test_out_of_memory_inside_fit_becomes_one_clear_error(tmp_path):
     with pytest.raises(OutOfMemory, match="data.batch_size") as info:
         train(cfg)
     assert "out of memory on cpu" in str(info.value)
+
+
+class RecordGradNorms(L.Callback):
+    """Keeps each step's logged ``train/grad_norm``."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.norms.append(float(trainer.callback_metrics["train/grad_norm"]))
+
+
+def test_clipping_with_the_guards_norm_equals_clipping_alone():
+    """The guard hands its gradient norm to clipping; the weights must be those of plain clipping."""
+    from gptlab.training.guards import TrainingGuard
+    from gptlab.training.module import GPTLightningModule
+
+    model = {"vocab_size": 20, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 16}
+    optimizer = {"_target_": "gptlab.training.optim.adamw", "lr": 1e-2}
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.randint(0, 20, (4, 8), generator=generator), torch.randint(0, 20, (4, 8), generator=generator))
+               for _ in range(4)]
+    results = []
+    for guarded in (True, False):
+        torch.manual_seed(0)
+        module, norms = GPTLightningModule(model, optimizer), RecordGradNorms()
+        trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=0.05,
+                            callbacks=[TrainingGuard(), norms] if guarded else [norms])
+        trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
+        results.append((module.state_dict(), norms.norms))
+    (guarded_weights, guarded_norms), (plain_weights, plain_norms) = results
+    assert all(n > 0.05 for n in plain_norms), "the test must clip on every step"
+    assert guarded_norms == pytest.approx(plain_norms, rel=1e-6)
+    assert all(torch.allclose(guarded_weights[k], plain_weights[k], rtol=0, atol=1e-7) for k in plain_weights)

@@ -109,6 +109,9 @@ class TrainingGuard(L.Callback):
         if getattr(trainer.precision_plugin, "scaler", None) is not None or not losses:
             return
         norm = total_grad_norm(pl_module.parameters())
+        # Gradient clipping runs right after this hook and needs the same norm: hand it over
+        # (GPTLightningModule.configure_gradient_clipping) instead of computing it twice.
+        pl_module.unclipped_grad_norm = norm
         values = torch.stack([x.float().reshape(()) for x in losses] + ([norm] if norm is not None else []))
         values = values.tolist()  # the one device sync of the step
         loss_values, grad_norm = values[: len(losses)], (values[-1] if norm is not None else 0.0)
@@ -126,6 +129,7 @@ class TrainingGuard(L.Callback):
             )
         for p in pl_module.parameters():
             p.grad = None  # the optimizer leaves parameters without gradients untouched
+        pl_module.unclipped_grad_norm = None
         self.skipped_steps += 1
         pl_module.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
         if trainer.is_global_zero:

@@ -57,6 +57,8 @@ class GPTLightningModule(L.LightningModule):
         self._val_losses: list[torch.Tensor] = []
         self.train_batches = 0  # training batches drawn so far: the data position to resume at
         self._rng_to_restore: dict[str, Any] | None = None
+        # Set by TrainingGuard after backward: this step's total gradient norm, reused for clipping.
+        self.unclipped_grad_norm: torch.Tensor | None = None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -129,7 +131,11 @@ class GPTLightningModule(L.LightningModule):
         if gradient_clip_algorithm == "value":
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
         else:
-            norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            norm, self.unclipped_grad_norm = self.unclipped_grad_norm, None
+            if norm is not None and hasattr(torch.nn.utils, "clip_grads_with_norm_"):  # torch >= 2.6
+                torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
+            else:
+                norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
             self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
