@@ -51,6 +51,9 @@ warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 # conf/hydra/launcher/*.yaml share the launcher plugins' names (hydra/launcher=joblib), so
 # Hydra warns on every job that they are checked against the plugins' schemas.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema", category=UserWarning)
+# Lightning advises more DataLoader workers whenever a loader has fewer than 2; on a CPU our
+# batches (a gather from a memory-mapped array) are faster without any (data.num_workers=null).
+warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck")
 # Model settings that do not change the weights: a resume may differ in these.
 _RESUME_FREE_MODEL_KEYS = ("compile", "activation_checkpointing")
 SHARDED_META = "meta.pt"  # what Lightning's FSDP writes beside the shards of a sharded checkpoint

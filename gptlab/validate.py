@@ -51,6 +51,12 @@ def _model_config(cfg: DictConfig) -> GPTConfig:
 
 def _check_data(cfg: DictConfig, model: GPTConfig) -> None:
     data = cfg.get("data")
+    workers = data.get("num_workers") if data is not None else None
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ConfigError(
+            f"data.num_workers={workers!r} must be a whole number >= 0 (0 loads in the training process), "
+            "or null to choose automatically (0 on a CPU, up to 4 per GPU)"
+        )
     block = data.get("block_size") if data is not None else None
     if block is not None and block > model.block_size:
         raise ConfigError(

@@ -174,3 +174,98 @@ def test_tokenizer_learns_from_the_training_split_only(tmp_path):
     dm.build_tokenizer(CharTokenizer.from_corpus)
     with pytest.raises(TokenizerError, match="'q'"):
         dm.prepare_data()
+
+
+# -- loading: workers, pinned memory, no copies of the corpus ----------------------------
+def _corpus_dm(tmp_path, **kw) -> TextDataModule:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(embedded_text()[:20_000])
+    dm = make_dm(tmp_path, path=str(corpus), **kw)
+    dm.build_tokenizer(CharTokenizer.from_corpus)
+    dm.prepare_data()
+    return dm
+
+
+def _first(loader, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    it = iter(loader)
+    return [next(it) for _ in range(n)]
+
+
+def test_windows_pickle_the_token_cache_by_file_name_not_by_its_ids(tmp_path):
+    """spawn / forkserver workers receive the dataset pickled: it must not carry the corpus."""
+    import pickle
+
+    dm = _corpus_dm(tmp_path)
+    assert isinstance(dm.train_tokens, np.memmap)
+    windows = RandomWindows(dm.train_tokens, 8, 4, seed=5)
+    blob = pickle.dumps(windows)
+    assert len(blob) < 1_000 < dm.train_tokens.nbytes
+    again = pickle.loads(blob)
+    assert isinstance(again.tokens, np.memmap) and str(again.tokens.filename) == str(dm.train_tokens.filename)
+    assert all(torch.equal(a, b) for a, b in zip(windows.batch(3), again.batch(3)))
+    in_memory = RandomWindows(np.arange(100, dtype=np.uint16), 8, 4)  # a plain array still pickles whole
+    assert torch.equal(pickle.loads(pickle.dumps(in_memory)).batch(0)[0], in_memory.batch(0)[0])
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")  # on a 2-CPU machine
+@pytest.mark.parametrize("start_batch", [0, 5])
+def test_workers_serve_the_same_batches_in_the_same_order(tmp_path, start_batch):
+    """Batch i depends only on (seed, rank, i) with or without workers, also from a resumed position."""
+    batches = {}
+    for workers in (0, 2, 3):
+        dm = _corpus_dm(tmp_path, num_workers=workers)
+        dm.start_batch = start_batch
+        assert dm.train_dataloader().num_workers == workers
+        batches[workers] = (_first(dm.train_dataloader(), 7), list(dm.val_dataloader()))
+    for workers in (2, 3):
+        for ours, theirs in zip(batches[0], batches[workers]):
+            assert len(ours) == len(theirs)
+            assert all(torch.equal(a, b) for x, y in zip(ours, theirs) for a, b in zip(x, y))
+
+
+def test_num_workers_and_pin_memory_default_to_the_device(tmp_path, monkeypatch):
+    from gptlab.data import datamodule
+
+    dm = _corpus_dm(tmp_path)  # num_workers=None, pin_memory=None: automatic
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert dm.loader_settings() == (0, False)
+    loader = dm.train_dataloader()
+    assert loader.num_workers == 0 and not loader.pin_memory
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(datamodule, "cpus_available", lambda: 16)
+    assert dm.loader_settings() == (4, True)  # 8 CPUs per GPU: capped at 4
+    monkeypatch.setattr(datamodule, "cpus_available", lambda: 4)
+    assert dm.loader_settings() == (2, True)
+    monkeypatch.setattr(datamodule, "cpus_available", lambda: 1)
+    assert dm.loader_settings() == (1, True)
+    dm.num_workers, dm.pin_memory = 0, False  # explicit values win
+    assert dm.loader_settings() == (0, False)
+
+
+def test_negative_num_workers_is_refused(tmp_path):
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(DataError, match="data.num_workers=.* must be a whole number >= 0"):
+            make_dm(tmp_path, num_workers=bad)
+
+
+def test_training_with_workers_matches_training_without(tmp_path):
+    """The same losses step by step, and the same final weights, with data.num_workers=2 and 0."""
+    import csv
+
+    from gptlab.train import train
+    from tests.conftest import TINY_OVERRIDES, compose_train
+
+    runs = {}
+    for workers in (0, 2):
+        run = tmp_path / f"workers{workers}"
+        cfg = compose_train([*TINY_OVERRIDES, "~callbacks.sample_text", "model.dropout=0.1", "trainer.deterministic=true",
+                             f"data.num_workers={workers}"], run)
+        train(cfg)
+        with open(run / "metrics.csv", newline="") as f:
+            losses = {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+        state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        runs[workers] = (losses, state)
+    (losses0, state0), (losses2, state2) = runs[0], runs[2]
+    assert len(losses0) == 6 and losses0 == losses2
+    assert all(torch.equal(state0[k], state2[k]) for k in state0)

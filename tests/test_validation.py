@@ -32,6 +32,8 @@ NO_CORPUS = ["data=local", "data.path=/nonexistent/corpus.txt"]
         (["checkpoint.every_n_steps=-5"], ConfigError, "checkpoint.every_n_steps"),
         (["trainer.skip_nonfinite=maybe"], ConfigError, "true or false"),
         (["trainer.accumulate_grad_batches=0"], ConfigError, "accumulate_grad_batches"),
+        (["data.num_workers=-1"], ConfigError, "data.num_workers=-1 must be a whole number"),
+        (["data.num_workers=two"], ConfigError, "data.num_workers='two' must be a whole number"),
     ],
 )
 def test_impossible_config_is_refused_before_any_work(tmp_path, overrides, error, expected):

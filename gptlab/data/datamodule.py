@@ -6,10 +6,21 @@ from it (or load a saved one), split the text into train/validation at
 nanoGPT's split of the encoded array), tokenize each split once into a cached
 memory-mapped file, and serve random windows. Validation always uses the same
 ``val_batches`` batches so that its loss is cheap and comparable between runs.
+
+Loading: ``num_workers`` and ``pin_memory`` default to null, which means "decide from
+the device the batches go to". On a CUDA device the loader uses a few worker processes
+(``AUTO_WORKERS_PER_GPU`` at most, never more than the CPUs per device) and pinned
+memory, so the next batches are gathered and pinned while the GPU computes. On a CPU
+it uses neither: a batch is a gather of a few thousand ids from a memory-mapped array,
+tens of microseconds, and workers would only add their start-up time
+(``benchmarks/data_throughput.py`` measures both). An explicit value always wins.
+Workers never change the batches: batch ``i`` depends only on ``(seed, rank, i)`` and
+the workers take turns in order (see ``gptlab/data/windows.py``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +35,30 @@ from gptlab.data.windows import RandomWindows
 from gptlab.tokenizer import Tokenizer
 
 TokenizerFactory = Callable[..., Tokenizer]
+AUTO_WORKERS_PER_GPU = 4  # what num_workers=null gives each CUDA device (fewer if the CPUs are fewer)
+
+
+def cpus_available() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def auto_num_workers(on_cuda: bool, devices: int = 1) -> int:
+    """``data.num_workers=null``: none on a CPU, up to ``AUTO_WORKERS_PER_GPU`` per CUDA device."""
+    if not on_cuda:
+        return 0
+    return min(AUTO_WORKERS_PER_GPU, max(1, cpus_available() // max(1, devices)))
+
+
+def check_num_workers(value: object) -> None:
+    """Raise ``DataError`` unless ``value`` is null or a whole number >= 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise DataError(
+            f"data.num_workers={value!r} must be a whole number >= 0 (0 loads in the training process), "
+            "or null to choose automatically (0 on a CPU, up to 4 per GPU)"
+        )
 
 
 class TextDataModule(L.LightningDataModule):
@@ -49,7 +84,7 @@ class TextDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         val_batches: int = 20,
         seed: int = 0,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         pin_memory: bool | None = None,
         errors: str = "strict",
     ) -> None:
@@ -58,6 +93,7 @@ class TextDataModule(L.LightningDataModule):
             raise DataError(f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
         if block_size < 1 or batch_size < 1 or val_batches < 1:
             raise DataError("data.block_size, data.batch_size and data.val_batches must all be at least 1")
+        check_num_workers(num_workers)
         self.name = name
         self.block_size = block_size
         self.batch_size = batch_size
@@ -150,6 +186,25 @@ class TextDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer.global_rank if trainer is not None else 0
 
+    def _on_cuda(self) -> bool:
+        """Whether the batches go to a CUDA device: the trainer's device once attached, else whether CUDA exists."""
+        trainer = getattr(self, "trainer", None)
+        strategy = getattr(trainer, "strategy", None) if trainer is not None else None
+        if strategy is not None:
+            return strategy.root_device.type == "cuda"
+        return torch.cuda.is_available()
+
+    def loader_settings(self) -> tuple[int, bool]:
+        """(num_workers, pin_memory) with null resolved for this run's device."""
+        on_cuda = self._on_cuda()
+        workers = self.num_workers
+        if workers is None:
+            trainer = getattr(self, "trainer", None)
+            devices = getattr(trainer, "num_devices", None) if trainer is not None else None
+            workers = auto_num_workers(on_cuda, devices or max(1, torch.cuda.device_count()))
+        pin = self.pin_memory if self.pin_memory is not None else on_cuda
+        return workers, pin
+
     def _loader(self, dataset: RandomWindows) -> DataLoader:
         """A loader with its own generator.
 
@@ -157,14 +212,16 @@ class TextDataModule(L.LightningDataModule):
         own it takes it from torch's global generator, so every validation would shift
         the dropout randomness of later training steps and a resumed run (which skips
         the validations before it) would draw differently from an uninterrupted one.
+        Workers persist between validations (a new set per validation would cost their
+        start-up time each time).
         """
-        pin = self.pin_memory if self.pin_memory is not None else torch.cuda.is_available()
+        workers, pin = self.loader_settings()
         return DataLoader(
             dataset,
             batch_size=None,  # the dataset already yields whole batches
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=pin,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(dataset.seed),
         )
 
