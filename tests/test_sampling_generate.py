@@ -277,3 +277,22 @@ def test_bad_prompts_raise(model, prompts, match):
 def test_bad_window_keep_raises(model):
     with pytest.raises(ValueError, match="window_keep"):
         generate(model, [[1]], GREEDY, window_keep=17)
+
+
+def test_a_compiled_model_decodes_eagerly_without_compiling():
+    """Each step has a new cache length: compiling them would cost seconds apiece."""
+    compiled_graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        compiled_graphs.append(graph_module)
+        return graph_module.forward
+
+    reference = tiny_gpt()
+    expected = generate(reference, [[1, 2, 3], [4, 5]], GREEDY)
+    model = tiny_gpt()
+    model.compile(backend=counting_backend)
+    assert generate(model, [[1, 2, 3], [4, 5]], GREEDY) == expected
+    assert generate(model, [[1, 2, 3], [4, 5]], GREEDY, use_cache=False) == expected
+    assert compiled_graphs == []
+    model(torch.tensor([[1, 2, 3]]))  # outside generate the model is still compiled
+    assert compiled_graphs

@@ -37,6 +37,7 @@ has it, else from id 0 (``start_token_id``). The start token is not part of the 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -336,11 +337,11 @@ class _DecodeLoop:
             return self._prefill()
         ids = new.to(self.device).view(-1, 1)
         if self.mask is None:  # no padding: the model's default positions are right
-            logits = self.model(ids, kv_cache=self.cache, last_only=True)
+            logits = self._forward(ids, kv_cache=self.cache, last_only=True)
         else:
             self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.tokens), 1)], dim=1)
-            logits = self.model(ids, kv_cache=self.cache, attention_mask=self.mask,
-                                position_ids=self.next_pos, last_only=True)
+            logits = self._forward(ids, kv_cache=self.cache, attention_mask=self.mask,
+                                   position_ids=self.next_pos, last_only=True)
             self.next_pos = self.next_pos + 1
         return logits[:, -1]
 
@@ -363,4 +364,15 @@ class _DecodeLoop:
         if self.cache is not None:
             self.cache.reset()
             kwargs["kv_cache"] = self.cache
-        return self.model(ids, **kwargs)[:, -1]
+        return self._forward(ids, **kwargs)[:, -1]
+
+    def _forward(self, ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """The model's forward, run eagerly even if the model was ``torch.compile``d.
+
+        Every decoding step has a new cache length and every prefill a new width, so a
+        compiled model would recompile for many of them (seconds each) before it
+        settled; decoding is bound by reading the weights, which compiling does not change.
+        """
+        set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+        with set_stance("force_eager") if set_stance is not None else contextlib.nullcontext():
+            return self.model(ids, **kwargs)
