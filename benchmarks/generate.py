@@ -19,6 +19,7 @@ close each decoder gets: weight bytes x forward steps/s / bandwidth.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--uncached-rounds", type=int, default=1, help="rounds for the slow uncached decoder")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--no-hf", action="store_true", help="skip transformers")
+    parser.add_argument("--layouts", action="store_true",
+                        help="also time gptlab with nn.Linear's row-major weights (before to_decode_layout)")
     parser.add_argument("--quick", action="store_true", help="32 tokens, batch 1, one round")
     args = parser.parse_args(argv)
     if args.quick:
@@ -105,7 +108,12 @@ def main(argv: list[str] | None = None) -> None:
     for dname in args.dtypes:
         dtype = DTYPES[dname]
         hf.to(dtype)
-        ours.to(dtype)
+        ours.to(dtype).to_decode_layout()  # as python -m gptlab.generate does on CPU
+        row_major = None
+        if args.layouts:  # the same weights in nn.Linear's own row-major order
+            row_major = copy.deepcopy(ours)
+            for p in row_major.parameters():
+                p.data = p.data.contiguous()
         wbytes = weight_bytes(ours)
         for batch in args.batch_sizes:
             g = torch.Generator().manual_seed(batch)
@@ -121,6 +129,11 @@ def main(argv: list[str] | None = None) -> None:
                 return generate(ours, prompts, sampler.replace(max_new_tokens=k), use_cache=cache)
 
             contenders: dict[str, Callable[[], object]] = {"gptlab cached": run_ours}
+            if row_major is not None:
+                def run_row_major(prompts=prompts, row_major=row_major) -> object:
+                    return generate(row_major, prompts, sampler, use_cache=True)
+
+                contenders["gptlab cached row-major"] = run_row_major
             if not args.no_hf:
                 contenders["transformers generate"] = run_hf
             if batch in args.uncached_batch_sizes:

@@ -117,3 +117,32 @@ def test_cache_follows_model_dtype():
     cache = model.new_kv_cache(1)
     assert cache.k.dtype == torch.bfloat16
     assert model(torch.zeros(1, 3, dtype=torch.long), kv_cache=cache).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("tie", [True, False])
+@torch.no_grad()
+def test_decode_layout_changes_memory_order_only(tie, tmp_path):
+    """Column-major weights: same logits, same cached decoding, same state_dict; still tied."""
+    model = build(tie_embeddings=tie, mlp="swiglu")
+    idx = torch.randint(0, VOCAB, (2, 12))
+    before = model(idx)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    assert model.to_decode_layout() is model
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.t().is_contiguous() and not m.weight.is_contiguous() for m in linears)
+    assert (model.lm_head.weight is model.transformer.wte.weight) == tie
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(model.state_dict()[k], state[k]) for k in state)
+    torch.testing.assert_close(model(idx), before, **TOL)
+
+    cache = model.new_kv_cache(2)
+    steps = [model(idx[:, :8], kv_cache=cache, last_only=True)]
+    steps += [model(idx[:, t : t + 1], kv_cache=cache, last_only=True) for t in range(8, 12)]
+    for t, logits in zip(range(7, 12), steps):
+        torch.testing.assert_close(logits[:, 0], before[:, t], **TOL)
+
+    torch.save(model.state_dict(), tmp_path / "w.pt")  # saves and reloads into a fresh model
+    fresh = build(tie_embeddings=tie, mlp="swiglu")
+    fresh.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    torch.testing.assert_close(fresh(idx), before, **TOL)

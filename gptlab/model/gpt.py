@@ -254,6 +254,31 @@ class GPT(nn.Module):
         )
 
     # ---------------------------------------------------------------- counts and groups
+    @torch.no_grad()
+    def to_decode_layout(self) -> GPT:
+        """Store every linear weight column-major, for fast one-token decoding on a CPU.
+
+        A ``(out, in)`` weight becomes the transpose view of a contiguous ``(in, out)``
+        matrix: the same values, module tree and ``state_dict``, only the memory order
+        changes. Decoding one token is a vector-matrix product that reads each weight
+        once; CPU BLAS streams the ``(in, out)`` order much faster for the wide output
+        head (50,257 x 768 for GPT-2: ~2x here), which is how transformers' ``Conv1D``
+        stores GPT-2's block weights. Tied embeddings stay tied. Meant for models used
+        only to generate (``python -m gptlab.generate`` calls it on CPU); returns self.
+        """
+        converted: dict[int, nn.Parameter] = {}
+        for module in self.modules():
+            if not isinstance(module, nn.Linear):
+                continue
+            weight = module.weight
+            if id(weight) not in converted:
+                column_major = weight.detach().t().contiguous().t()
+                converted[id(weight)] = nn.Parameter(column_major, requires_grad=weight.requires_grad)
+            module.weight = converted[id(weight)]
+        if self.config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight
+        return self
+
     def num_parameters(self, exclude_position_embeddings: bool = False) -> int:
         """Number of trainable values, counting tied weights once and padded vocab rows not at all.
 
