@@ -1,6 +1,6 @@
 """Training throughput: gptlab through Lightning vs a bare PyTorch loop (vs HF GPT-2).
 
-    python benchmarks/train_throughput.py                          # shakespeare_char recipe
+    python benchmarks/train_throughput.py --full --hf              # shakespeare_char recipe
     python benchmarks/train_throughput.py --case gpt124m --steps 4 --hf
     python benchmarks/train_throughput.py --precision bf16-mixed --compile
     python benchmarks/train_throughput.py --case gpt124m_gpu --device cuda --precision bf16-mixed --compile --hf
@@ -94,18 +94,41 @@ class StepTimer:
         self.last: float | None = None
 
 
-def run_lightning(case: dict, batches, precision: str, compile_model: bool, device: str) -> Callable[[int], list[float]]:
-    """One Trainer.fit per round on the same module: times the real gptlab training path."""
+def train_callbacks(log_dir: str) -> tuple[list, object]:
+    """The per-step callbacks and the logger that ``python -m gptlab.train`` runs with by default."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    from gptlab.training.callbacks import Throughput
+    from gptlab.training.guards import TrainingGuard
+
+    callbacks = [TrainingGuard(), Throughput(log_every_n_steps=10), TQDMProgressBar(refresh_rate=10)]
+    return callbacks, CSVLogger(log_dir, name="", version="")
+
+
+def run_lightning(case: dict, batches, precision: str, compile_model: bool, device: str,
+                  full: bool = False) -> Callable[[int], list[float]]:
+    """One Trainer.fit per round on the same module: times the real gptlab training path.
+
+    ``full`` adds what a ``gptlab.train`` run has on every step besides the module: the
+    training guard (one sync and the gradient norm), throughput metrics, a progress bar
+    refreshed every 10 steps and the CSV logger writing every 10 steps.
+    """
+    import tempfile
+
     import lightning as L
     from torch.utils.data import DataLoader
 
     module = gptlab_module(case, compile_model)
+    log_dir = tempfile.mkdtemp(prefix="gptlab-bench-")
 
     def round_(steps: int) -> list[float]:
         timer = StepTimer(device)
-        trainer = L.Trainer(max_steps=steps, accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            gradient_clip_val=1.0, callbacks=[timer.callback], limit_val_batches=0,
+        callbacks, logger = train_callbacks(log_dir) if full else ([], False)
+        trainer = L.Trainer(max_steps=steps, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+                            precision=precision, logger=logger, log_every_n_steps=10,
+                            enable_checkpointing=False, enable_progress_bar=full, enable_model_summary=False,
+                            gradient_clip_val=1.0, callbacks=[timer.callback, *callbacks], limit_val_batches=0,
                             num_sanity_val_steps=0)
         trainer.fit(module, DataLoader(batches[:steps], batch_size=None))
         return timer.times
@@ -177,6 +200,8 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the gptlab model (both gptlab variants)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--full", action="store_true",
+                        help="also time Lightning with gptlab.train's per-step callbacks and CSV logger")
     parser.add_argument("--hf", action="store_true", help="also time transformers' GPT2LMHeadModel")
     parser.add_argument("--peak-gflops", type=float, default=None)
     parser.add_argument("--memory", action="store_true", help="peak RSS per variant, each in its own process")
@@ -204,6 +229,9 @@ def main() -> None:
     variants: dict[str, Callable[[int], list[float]]] = {}
     if args.only in (None, "gptlab+lightning"):
         variants["gptlab+lightning"] = run_lightning(case, batches, args.precision, args.compile, args.device)
+    if args.full and args.only is None or args.only == "gptlab+L+callbacks":
+        variants["gptlab+L+callbacks"] = run_lightning(case, batches, args.precision, args.compile, args.device,
+                                                       full=True)
     if args.only in (None, "gptlab bare loop"):
         variants["gptlab bare loop"] = run_bare(GPT(GPTConfig(**m)).train(), case, batches, args.precision,
                                                 args.device, compile_model=args.compile)
