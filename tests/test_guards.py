@@ -145,6 +145,7 @@ def test_clipping_with_the_guards_norm_equals_clipping_alone():
         module, norms = GPTLightningModule(model, optimizer), RecordGradNorms()
         trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=0.05,
+                            log_every_n_steps=1,
                             callbacks=[TrainingGuard(), norms] if guarded else [norms])
         trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
         results.append((module.state_dict(), norms.norms))

@@ -125,3 +125,16 @@ def test_tensorboard_logger_writes_event_files(tmp_path):
     cfg = compose_train([*TINY_OVERRIDES, "logger=tensorboard", "~callbacks.sample_text"], tmp_path / "run")
     train(cfg)
     assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_step_metrics_are_written_every_log_every_n_steps_and_at_the_last_step(tmp_path, capfd):
+    cfg = compose_train([*TINY_OVERRIDES, "~callbacks.sample_text", "trainer.max_steps=7", "trainer.log_every_n_steps=3",
+                         "trainer.val_check_interval=7", "trainer.accumulate_grad_batches=2"], tmp_path / "run")
+    metrics = train(cfg)
+    rows = read_metrics(tmp_path / "run")
+    loss_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    norm_steps = [int(r["step"]) for r in rows if r.get("train/grad_norm")]
+    assert loss_steps == norm_steps == [2, 5]  # steps 3 and 6 (metrics.csv counts from 0)
+    assert "train/loss" in metrics and "train/grad_norm" in metrics  # the last step's, for summary.json
+    printed = capfd.readouterr().out
+    assert f"step 7 | train loss {float(metrics['train/loss']):.4f}" in printed, printed  # step 7's loss

@@ -162,8 +162,12 @@ class PrintValidation(L.Callback):
         if "val/loss" not in m:
             return
         parts = [f"step {trainer.global_step}"]
-        if "train/loss" in m:
-            parts.append(f"train loss {float(m['train/loss']):.4f}")
+        # The module keeps every step's loss; train/loss is only logged every log_every_n_steps.
+        train_loss = getattr(pl_module, "last_train_loss", None)
+        if train_loss is None:
+            train_loss = m.get("train/loss")
+        if train_loss is not None:
+            parts.append(f"train loss {float(train_loss):.4f}")
         parts.append(f"val loss {float(m['val/loss']):.4f}")
         if "val/bpb" in m:
             parts.append(f"val bpb {float(m['val/bpb']):.4f}")

@@ -10,8 +10,10 @@ training batches drawn so far (the data position: batch ``i`` of ``RandomWindows
 depends only on ``i``) and the random generators' states (dropout), restored just
 before the first resumed step.
 
-Metrics, all per optimizer step or per validation:
+Metrics, per optimizer step (handed to Lightning on the steps it writes: every
+``trainer.log_every_n_steps``, and the last) or per validation:
     train/loss            mean next-token cross-entropy of the step's batch (nats/token)
+    train/grad_norm       total gradient norm before clipping
     val/loss, val/ppl     over the fixed validation batches; perplexity = exp(loss)
     val/bpb               bits per byte = loss / ln 2 * tokens per byte of the validation
                           text, comparable between tokenizers
@@ -59,6 +61,7 @@ class GPTLightningModule(L.LightningModule):
         self._rng_to_restore: dict[str, Any] | None = None
         # Set by TrainingGuard after backward: this step's total gradient norm, reused for clipping.
         self.unclipped_grad_norm: torch.Tensor | None = None
+        self.last_train_loss: torch.Tensor | None = None  # the latest batch's loss (detached)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -68,8 +71,25 @@ class GPTLightningModule(L.LightningModule):
         self.train_batches += 1
         x, y = batch
         loss = next_token_loss(self.model(x), y)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.last_train_loss = loss.detach()
+        if self.logs_this_step():
+            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
+
+    def logs_this_step(self) -> bool:
+        """Whether this optimizer step's metrics reach the loggers: hand them over only then.
+
+        Lightning writes step metrics every ``trainer.log_every_n_steps`` steps and drops
+        the others, yet each ``self.log`` call costs Python time (about as much as all the
+        rest of Lightning's loop for the shakespeare_char model). So the per-step metrics
+        are logged on the steps that are written, and on the last step.
+        """
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        step = trainer.global_step + 1  # the step being taken (global_step counts finished ones)
+        every = trainer.log_every_n_steps
+        return (every > 0 and step % every == 0) or step == trainer.max_steps
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -136,7 +156,8 @@ class GPTLightningModule(L.LightningModule):
                 torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
             else:
                 norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
-            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+            if self.logs_this_step():
+                self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
         optimizer = build(dict(self.hparams.optimizer), self.model)
