@@ -19,3 +19,23 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 class ConfigError(ValueError):
     """A run config that cannot work (e.g. a model vocabulary smaller than the tokenizer's)."""
+
+
+class TrainingInterrupted(Exception):
+    """The run was stopped by a signal after saving a checkpoint; ``resume=`` continues it.
+
+    Defined here, not next to ``StopOnSignal``, so the CLI can catch it without
+    importing Lightning.
+    """
+
+    def __init__(self, signum: int, step: int, checkpoint: str, run_dir: str) -> None:
+        import signal
+
+        self.signum = signum
+        self.step = step
+        self.checkpoint = checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: stopped after step {step} and saved {checkpoint}; "
+            f"continue with python -m gptlab.train resume={run_dir}"
+        )

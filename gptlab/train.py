@@ -36,7 +36,6 @@ from typing import Any
 
 import hydra
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab.checkpoint import read_checkpoint, safe_torch_load
@@ -184,10 +183,6 @@ def _build_all(group: DictConfig | None) -> list:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train one model as ``cfg`` describes; return the final logged metrics."""
-    from gptlab.training.guards import OutOfMemory, TrainingGuard, is_out_of_memory
-    from gptlab.training.interrupt import StopOnSignal
-    from gptlab.training.module import GPTLightningModule
-
     _apply_resume(cfg)
     validate_run_config(cfg)
     _pin_ddp_children(cfg)
@@ -195,7 +190,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = _resolve_ckpt_path(cfg, output_dir)
     saved_model_config = _saved_model_config(ckpt_path)
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "high"))
+    # Lightning is imported only now: a config mistake above is reported in seconds,
+    # without the ~5-10 s that importing Lightning (torchmetrics, torch._dynamo) takes.
     import lightning as L
+
+    from gptlab.training.guards import OutOfMemory, TrainingGuard, is_out_of_memory
+    from gptlab.training.interrupt import StopOnSignal
+    from gptlab.training.module import GPTLightningModule
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -232,9 +233,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
 
 
-@rank_zero_only
 def _announce(cfg: DictConfig, module, tokenizer, output_dir: Path, run_config: dict) -> None:
-    """Print what is being trained and keep the resolved config and tokenizer in the run folder."""
+    """Print what is being trained and keep the resolved config and tokenizer in the run folder (rank 0)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(run_config)))
     tokenizer.save(output_dir / "tokenizer.json")
@@ -323,7 +327,7 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from gptlab.training.interrupt import TrainingInterrupted
+    from gptlab.errors import TrainingInterrupted
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

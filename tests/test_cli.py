@@ -76,3 +76,12 @@ def test_ddp_two_processes_on_cpu_write_one_checkpoint(tmp_path):
 def test_repo_has_no_shared_data_committed():
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
     assert not [p for p in tracked if p.endswith(("tinyshakespeare.txt", ".tiktoken"))]
+
+
+def test_config_errors_are_found_before_lightning_is_imported():
+    """A typo is reported in seconds: the CLI's module and its error types leave Lightning unimported."""
+    code = ("import sys, gptlab.train, gptlab.errors; gptlab.errors.user_errors(); "
+            "from gptlab.errors import TrainingInterrupted; print(sorted(m for m in sys.modules if m == 'lightning'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", "importing gptlab.train (or its error types) imported Lightning"

@@ -22,23 +22,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from gptlab.errors import TrainingInterrupted
 from gptlab.training.checkpointing import RunCheckpoint
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class TrainingInterrupted(Exception):
-    """The run was stopped by a signal after saving a checkpoint; ``resume=`` continues it."""
-
-    def __init__(self, signum: int, step: int, checkpoint: str, run_dir: str) -> None:
-        self.signum = signum
-        self.step = step
-        self.checkpoint = checkpoint
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"{name} received: stopped after step {step} and saved {checkpoint}; "
-            f"continue with python -m gptlab.train resume={run_dir}"
-        )
 
 
 class StopOnSignal(L.Callback):

@@ -8,9 +8,11 @@ keys off first; everything else is Lightning's own argument.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
+if TYPE_CHECKING:
+    import lightning as L
+
 
 # Keys under `trainer:` that gptlab reads itself (train() and validate.py use the same list).
 GPTLAB_TRAINER_KEYS = ("skip_nonfinite",)
@@ -18,6 +20,8 @@ GPTLAB_TRAINER_KEYS = ("skip_nonfinite",)
 
 def lightning_trainer(**kwargs: Any) -> L.Trainer:
     """``lightning.Trainer(**kwargs)`` without the keys in ``GPTLAB_TRAINER_KEYS``."""
+    import lightning as L  # here, so reading GPTLAB_TRAINER_KEYS does not import Lightning
+
     for key in GPTLAB_TRAINER_KEYS:
         kwargs.pop(key, None)
     return L.Trainer(**kwargs)
