@@ -108,9 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     for dname in args.dtypes:
         dtype = DTYPES[dname]
         hf.to(dtype)
-        ours.to(dtype).to_decode_layout()  # as python -m gptlab.generate does on CPU
+        ours.to(dtype)
+        if dtype == torch.float32:
+            ours.to_decode_layout()  # as python -m gptlab.generate does on CPU in float32
+        else:  # back to nn.Linear's row-major order (.to() keeps the strides it is given)
+            for p in ours.parameters():
+                p.data = p.data.contiguous()
         row_major = None
-        if args.layouts:  # the same weights in nn.Linear's own row-major order
+        if args.layouts and dtype == torch.float32:  # the same weights in nn.Linear's own row-major order
             row_major = copy.deepcopy(ours)
             for p in row_major.parameters():
                 p.data = p.data.contiguous()
