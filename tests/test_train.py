@@ -138,3 +138,33 @@ def test_step_metrics_are_written_every_log_every_n_steps_and_at_the_last_step(t
     assert "train/loss" in metrics and "train/grad_norm" in metrics  # the last step's, for summary.json
     printed = capfd.readouterr().out
     assert f"step 7 | train loss {float(metrics['train/loss']):.4f}" in printed, printed  # step 7's loss
+
+
+def test_gradient_accumulation_equals_the_large_batch():
+    """Two accumulated micro-batches of 4 update the weights exactly as one batch of 8."""
+    import lightning as L
+
+    from gptlab.training.module import GPTLightningModule
+
+    model = {"vocab_size": 20, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.0}
+    # SGD: its update is linear in the gradient. (Adam divides by the gradient's size, so
+    # on a gradient that is zero in theory, like the key bias's, it magnifies rounding noise.)
+    optimizer = {"_target_": "gptlab.training.optim.sgd", "lr": 0.1}
+    generator = torch.Generator().manual_seed(0)
+    big = [(torch.randint(0, 20, (8, 8), generator=generator), torch.randint(0, 20, (8, 8), generator=generator))
+           for _ in range(3)]
+    halves = [(x[i : i + 4], y[i : i + 4]) for x, y in big for i in (0, 4)]
+    weights = []
+    for batches, accumulate in ((big, 1), (halves, 2)):
+        torch.manual_seed(0)
+        module = GPTLightningModule(model, optimizer)
+        trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
+                            accumulate_grad_batches=accumulate)
+        trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
+        assert trainer.global_step == 3
+        weights.append(module.state_dict())
+    large, accumulated = weights
+    assert all(torch.allclose(large[k], accumulated[k], rtol=0, atol=1e-6) for k in large)
+    assert not torch.equal(large["model.transformer.h.0.mlp.c_fc.weight"],
+                           GPTLightningModule(model, optimizer).state_dict()["model.transformer.h.0.mlp.c_fc.weight"])
