@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from gptlab.data.loader_settings import check_num_workers
 from gptlab.errors import ConfigError
 from gptlab.model import GPTConfig
 
@@ -51,12 +52,7 @@ def _model_config(cfg: DictConfig) -> GPTConfig:
 
 def _check_data(cfg: DictConfig, model: GPTConfig) -> None:
     data = cfg.get("data")
-    workers = data.get("num_workers") if data is not None else None
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise ConfigError(
-            f"data.num_workers={workers!r} must be a whole number >= 0 (0 loads in the training process), "
-            "or null to choose automatically (0 on a CPU, up to 4 per GPU)"
-        )
+    check_num_workers(data.get("num_workers") if data is not None else None, error=ConfigError)
     block = data.get("block_size") if data is not None else None
     if block is not None and block > model.block_size:
         raise ConfigError(

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from gptlab.data.loader_settings import check_num_workers
 from gptlab.data.sources import DataError, default_cache_dir, download, embedded_text, read_local
 from gptlab.data.token_cache import cached_tokens
 from gptlab.data.windows import RandomWindows
@@ -50,15 +51,6 @@ def auto_num_workers(on_cuda: bool, devices: int = 1) -> int:
     if not on_cuda:
         return 0
     return min(AUTO_WORKERS_PER_GPU, max(1, cpus_available() // max(1, devices)))
-
-
-def check_num_workers(value: object) -> None:
-    """Raise ``DataError`` unless ``value`` is null or a whole number >= 0."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise DataError(
-            f"data.num_workers={value!r} must be a whole number >= 0 (0 loads in the training process), "
-            "or null to choose automatically (0 on a CPU, up to 4 per GPU)"
-        )
 
 
 class TextDataModule(L.LightningDataModule):
