@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 
 CASES = {
-    # nanoGPT's CPU recipe for Tiny Shakespeare at the character level.
+    # nanoGPT's CPU recipe for Tiny Shakespeare at the character level (exact GELU, as nanoGPT).
     "shakespeare_char": dict(model=dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
-                                        dropout=0.0), batch_size=12, lr=1e-3, betas=(0.9, 0.99)),
+                                        dropout=0.0, mlp="gelu_exact"), batch_size=12, lr=1e-3, betas=(0.9, 0.99)),
     # GPT-2 small's shape at a CPU-sized batch (4 x 256).
     "gpt124m": dict(model=dict(vocab_size=50257, block_size=256, n_layer=12, n_head=12, n_embd=768, bias=True,
                                dropout=0.0), batch_size=4, lr=6e-4, betas=(0.9, 0.95)),
@@ -172,7 +172,9 @@ def hf_model(case: dict) -> torch.nn.Module:
 
     m = case["model"]
     config = GPT2Config(vocab_size=m["vocab_size"], n_positions=m["block_size"], n_embd=m["n_embd"],
-                        n_layer=m["n_layer"], n_head=m["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                        n_layer=m["n_layer"], n_head=m["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        # the same GELU as ours: "gelu" is the erf one, "gelu_new" the tanh one
+                        activation_function="gelu" if m.get("mlp") == "gelu_exact" else "gelu_new")
     return GPT2LMHeadModel(config).train()
 
 

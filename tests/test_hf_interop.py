@@ -19,9 +19,10 @@ transformers = pytest.importorskip("transformers")
 VOCAB = 101  # not a multiple of 64: exercises the vocab padding
 
 
-def hf_model(tie: bool = True) -> transformers.GPT2LMHeadModel:
+def hf_model(tie: bool = True, activation: str = "gelu_new") -> transformers.GPT2LMHeadModel:
     torch.manual_seed(0)
     config = transformers.GPT2Config(
+        activation_function=activation,
         vocab_size=VOCAB,
         n_positions=32,
         n_embd=48,
@@ -67,6 +68,28 @@ def test_from_hf_and_back(tmp_path, safe, tie):
     assert (ours - expected).abs().max().item() <= 1e-4
 
     model.save_hf(tmp_path / "ours")
+    back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours").eval()
+    assert (hf_logits(back, idx) - expected).abs().max().item() <= 1e-4
+
+
+def test_exact_gelu_models_load_and_save_as_hf_gelu(tmp_path):
+    """HF's ``activation_function="gelu"`` is the erf GELU: it maps to ``mlp=gelu_exact`` and back."""
+    ref = hf_model(activation="gelu")
+    ref.save_pretrained(tmp_path / "hf")
+    model = GPT.from_hf(tmp_path / "hf").eval()
+    assert model.config.mlp == "gelu_exact"
+    idx = torch.randint(0, VOCAB, (2, 32))
+    expected = hf_logits(ref, idx)
+    with torch.no_grad():
+        assert (model(idx) - expected).abs().max().item() <= 1e-4
+        # Layer by layer, where the two GELUs' difference (~1e-3 at inputs of order 1) shows:
+        h = torch.randn(4, 48) * 3
+        hf_mlp, our_mlp = ref.transformer.h[0].mlp, model.transformer.h[0].mlp
+        assert torch.allclose(our_mlp(h), hf_mlp(h), atol=1e-5)
+        tanh_mlp = GPT.from_hf(tmp_path / "hf", mlp="gelu").transformer.h[0].mlp
+        assert not torch.allclose(tanh_mlp(h), hf_mlp(h), atol=1e-5)
+    model.save_hf(tmp_path / "ours")
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["activation_function"] == "gelu"
     back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours").eval()
     assert (hf_logits(back, idx) - expected).abs().max().item() <= 1e-4
 

@@ -32,6 +32,7 @@ OPTIONS = {
     "rope": {"position": "rope"},
     "nopos": {"position": "none"},
     "rmsnorm": {"norm": "rmsnorm"},
+    "gelu_exact": {"mlp": "gelu_exact"},
     "relu2": {"mlp": "relu2"},
     "swiglu": {"mlp": "swiglu"},
     "gqa": {"attention": {"n_kv_head": 2}},

@@ -21,7 +21,7 @@ from typing import Any
 ATTENTION_BACKENDS = ("sdpa", "manual")
 POSITIONS = ("learned", "rope", "none")
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "relu2", "swiglu")
+MLPS = ("gelu", "gelu_exact", "relu2", "swiglu")
 
 
 class ModelConfigError(ValueError):

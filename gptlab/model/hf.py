@@ -54,10 +54,10 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
             "can be loaded"
         )
     act = hf.get("activation_function", "gelu_new")
-    if act not in _TANH_GELUS:
+    if act not in (*_TANH_GELUS, "gelu"):
         raise ModelConfigError(
-            f"GPT-2 checkpoint uses activation_function={act!r}; gptlab's GELU MLP is the "
-            f"tanh approximation ({', '.join(_TANH_GELUS)})"
+            f"GPT-2 checkpoint uses activation_function={act!r}; gptlab's GELU MLPs are the "
+            f"tanh approximation ({', '.join(_TANH_GELUS)}) and the exact one (gelu)"
         )
     if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
         raise ModelConfigError(
@@ -76,6 +76,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
         norm_eps=hf.get("layer_norm_epsilon", 1e-5),
         mlp_ratio=(hf.get("n_inner") or 4 * n_embd) / n_embd,
         tie_embeddings=hf.get("tie_word_embeddings", True),
+        mlp="gelu_exact" if act == "gelu" else "gelu",
     )
     d.update(overrides)
     return GPTConfig.from_dict(d)
@@ -133,7 +134,7 @@ def save_hf(model: GPT, path: str | Path) -> None:
         for bad, text in (
             (cfg.position != "learned", f"position={cfg.position}"),
             (cfg.norm != "layernorm", f"norm={cfg.norm}"),
-            (cfg.mlp != "gelu", f"mlp={cfg.mlp}"),
+            (cfg.mlp not in ("gelu", "gelu_exact"), f"mlp={cfg.mlp}"),
             (cfg.n_kv_head != cfg.n_head, f"attention.n_kv_head={cfg.n_kv_head}"),
             (a.qk_norm, "attention.qk_norm=true"),
             (a.logit_softcap is not None, "attention.logit_softcap"),
@@ -167,7 +168,7 @@ def save_hf(model: GPT, path: str | Path) -> None:
     hf_config = {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
-        "activation_function": "gelu_new",
+        "activation_function": "gelu" if cfg.mlp == "gelu_exact" else "gelu_new",
         "vocab_size": V,
         "n_positions": cfg.block_size,
         "n_ctx": cfg.block_size,

@@ -1,8 +1,8 @@
 """Building blocks shared by the attention and the transformer blocks.
 
 - Norms: ``LayerNorm`` (GPT-2; optional bias) and ``RMSNorm`` (Llama; no centring).
-- MLPs: GELU (tanh approximation, as GPT-2 was trained), ReLU² (Primer / modded-nanoGPT)
-  and SwiGLU (Llama). Each is ``c_fc`` -> nonlinearity -> ``c_proj`` so weights keep the
+- MLPs: GELU (tanh approximation, as GPT-2 was trained), exact GELU (erf, nanoGPT's
+  ``nn.GELU()``), ReLU² (Primer / modded-nanoGPT) and SwiGLU (Llama). Each is ``c_fc`` -> nonlinearity -> ``c_proj`` so weights keep the
   GPT-2 names and ``c_proj`` is the residual projection that gets the scaled init.
 - Rotary position embedding (RoPE) helpers.
 
@@ -74,6 +74,19 @@ class GeluMLP(nn.Module):
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
+class ExactGeluMLP(GeluMLP):
+    """GELU computed exactly with erf, as nanoGPT's ``nn.GELU()`` (and BERT) do.
+
+    The two GELUs differ by at most ~1e-3, so either trains as well; on CPUs without
+    AVX-512 torch's erf kernel is about 2x faster than its tanh one (0.37 vs 0.85 ms
+    forward for a 768 x 512 activation on 2 AMD cores), ~6% of a shakespeare_char step.
+    Keep ``gelu`` for GPT-2's weights, which were trained with the tanh form.
+    """
+
+    def act(self, h: torch.Tensor) -> torch.Tensor:
+        return F.gelu(h)
+
+
 class ReLU2MLP(GeluMLP):
     """Squared ReLU (Primer, So et al. 2021): as cheap as ReLU, trains about like GELU or better."""
 
@@ -100,7 +113,9 @@ class SwiGLUMLP(nn.Module):
         return self.dropout(self.c_proj(F.silu(gate) * up))
 
 
-MLPS: dict[str, type[nn.Module]] = {"gelu": GeluMLP, "relu2": ReLU2MLP, "swiglu": SwiGLUMLP}
+MLPS: dict[str, type[nn.Module]] = {
+    "gelu": GeluMLP, "gelu_exact": ExactGeluMLP, "relu2": ReLU2MLP, "swiglu": SwiGLUMLP,
+}
 
 
 def make_mlp(config: GPTConfig) -> nn.Module:
