@@ -48,6 +48,22 @@ def test_group_options_compose(tmp_path, group, option):
         assert group in cfg
 
 
+def test_recipe_applies_to_its_model_and_optimizer_pair_only(tmp_path):
+    """conf/recipe/nano_adamw.yaml raises the default run's lr; other pairs and the command line are untouched."""
+    recipe = OmegaConf.load(CONF_DIR / "recipe" / "nano_adamw.yaml")
+    adamw = OmegaConf.load(CONF_DIR / "optimizer" / "adamw.yaml")
+    assert recipe.optimizer.lr != adamw.lr
+    assert compose_train([], tmp_path / "a").optimizer.lr == recipe.optimizer.lr
+    assert compose_train(["model=gpt124m"], tmp_path / "b").optimizer.lr == adamw.lr
+    assert compose_train(["optimizer=sgd"], tmp_path / "c").optimizer.lr == OmegaConf.load(
+        CONF_DIR / "optimizer" / "sgd.yaml").lr
+    assert compose_train(["optimizer.lr=5e-4"], tmp_path / "d").optimizer.lr == 5e-4
+    assert compose_train(["experiment=shakespeare_char", "model=nano"], tmp_path / "e").optimizer.lr == 1e-3
+    for path in (CONF_DIR / "recipe").glob("*.yaml"):  # every recipe names a real model_optimizer pair
+        model, optimizer = path.stem.rsplit("_", 1)
+        assert (CONF_DIR / "model" / f"{model}.yaml").is_file() and (CONF_DIR / "optimizer" / f"{optimizer}.yaml").is_file()
+
+
 def test_command_line_values_reach_the_objects(tmp_path):
     cfg = compose_train([*TINY_OVERRIDES, "model.n_layer=3", "optimizer.lr=1e-3", "trainer.precision=bf16-mixed",
                          "trainer.max_steps=500"], tmp_path / "run")
