@@ -134,7 +134,11 @@ def test_step_metrics_are_written_every_log_every_n_steps_and_at_the_last_step(t
     rows = read_metrics(tmp_path / "run")
     loss_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
     norm_steps = [int(r["step"]) for r in rows if r.get("train/grad_norm")]
+    perf_steps = [int(r["step"]) for r in rows if r.get("perf/tokens_per_sec")]
     assert loss_steps == norm_steps == [2, 5]  # steps 3 and 6 (metrics.csv counts from 0)
+    assert perf_steps == loss_steps  # the throughput callback writes once per logged optimizer step
+    tokens = [float(r["train/tokens"]) for r in rows if r.get("train/tokens")]
+    assert tokens == [3 * 2 * cfg.data.batch_size * cfg.data.block_size * k for k in (1, 2)]
     assert "train/loss" in metrics and "train/grad_norm" in metrics  # the last step's, for summary.json
     printed = capfd.readouterr().out
     assert f"step 7 | train loss {float(metrics['train/loss']):.4f}" in printed, printed  # step 7's loss
