@@ -54,6 +54,11 @@ def cli(args: list[str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def run_folders() -> set[Path]:
+    """The run folders under the repository's outputs/ (where ``cli`` runs without hydra.run.dir land)."""
+    return set((REPO / "outputs").glob("*/*"))
+
+
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -91,8 +96,11 @@ def test_sigkill_and_resume_matches_the_uninterrupted_run(tmp_path):
 
     # Resume with nothing but the folder: the run's own overrides come back, minus the hold
     # (``++key=null`` replaces what the first run added; ``~key`` would not compose today's defaults).
+    runs_before = run_folders()
     code, log = finish(cli([f"resume={killed}", "++callbacks.hold=null"]))
     assert code == 0, log[-3000:]
+    assert run_folders() == runs_before, "the resumed run left a new, empty run folder under outputs/"
+    assert (killed / ".hydra" / "overrides.yaml").read_text().count("resume=") == 1  # Hydra's record is here
 
     expected, got = train_losses(straight), train_losses(killed)
     assert sorted(expected) == list(range(N)) or sorted(expected) == list(range(1, N + 1))
