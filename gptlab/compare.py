@@ -138,6 +138,15 @@ def _check_metrics(runs: list[Run], where: str, metric: str) -> list[str]:
     return notes
 
 
+def _round_down(value: float, digits: int = 3) -> float:
+    """``value`` cut, not rounded, to ``digits`` significant digits: a budget printed for the
+    user to pass back (``at_tokens=6.14e+03``) must not lie beyond what a run reached."""
+    if value <= 0 or not math.isfinite(value):
+        return value
+    scale = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return math.floor(value / scale * (1 + 1e-12)) * scale
+
+
 def _budget_note(runs: list[Run], opts: Options) -> str | None:
     """Point out when runs used different token or FLOP budgets, and which budget all reached."""
     budget = opts.budget()
@@ -153,10 +162,11 @@ def _budget_note(runs: list[Run], opts: Options) -> str | None:
         return None
     common = min(reached)
     if budget is None and max(reached) > common * 1.01:
-        return (f"the runs used different {axis} budgets; at_{axis}={common:.3g} compares them all at the "
-                "largest budget every run reached")
+        return (f"the runs used different {axis} budgets; at_{axis}={_round_down(common):.3g} compares them all "
+                "at the largest budget every run reached")
     if budget is not None and budget[1] > common * (1 + 1e-9):
-        return f"some runs stopped before {budget[1]:.3g} {axis} and have no value there; every run reached {common:.3g}"
+        return (f"some runs stopped before {budget[1]:.3g} {axis} and have no value there; every run reached "
+                f"{_round_down(common):.3g}")
     return None
 
 

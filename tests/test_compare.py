@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import yaml
 
 from gptlab.analysis import CompareError
 from gptlab.analysis.curves import curve, value_at
-from gptlab.analysis.plot import comparison_figure
+from gptlab.analysis.plot import MAX_LABEL, comparison_figure
 from gptlab.analysis.runs import read_run
 from gptlab.analysis.stats import student_t_cdf, welch_t_test
 from gptlab.analysis.wandb_source import load_wandb_runs
@@ -151,6 +152,32 @@ def test_at_tokens_ranks_by_the_loss_at_equal_data(tmp_path):
     assert matched.rows[1][column] == pytest.approx(2.2)  # halfway between 4k (2.9) and 8k (1.5)
     beyond = compare(parse_argv([str(tmp_path / "s"), "at_tokens=10000", "plot=false"]))
     assert beyond.rows[1]["val/loss @ 1e+04 tokens"] is None and "every run reached 6e+03" in beyond.text
+
+
+def test_suggested_budget_is_never_beyond_what_a_run_reached(tmp_path):
+    """6,147 tokens printed to 3 digits would round up to 6.15e+03, which the small run never reached."""
+    fake_run(tmp_path / "s" / "0", ["model=small"], [3.0, 2.0, 1.8], every=1, tokens_per_step=2049)  # ends at 6,147
+    fake_run(tmp_path / "s" / "1", ["model=big"], [2.9, 1.5, 1.0], every=1, tokens_per_step=4000)
+    plain = compare(parse_argv([str(tmp_path / "s"), "plot=false", "x=tokens"]))
+    suggested = re.search(r"at_tokens=(\S+) compares", plain.text).group(1)
+    assert 6000 <= float(suggested) <= 3 * 2049
+    matched = compare(parse_argv([str(tmp_path / "s"), f"at_tokens={suggested}", "plot=false"]))
+    column = next(k for k in matched.rows[0] if k.startswith("val/loss @"))
+    assert all(row[column] is not None for row in matched.rows)
+
+
+def test_long_legend_entries_keep_every_override(tmp_path):
+    """Overrides beyond the legend's line width wrap onto more lines instead of being cut."""
+    common = ["model.attention.backend=manual", "data.batch_size=12", "optimizer.weight_decay=0.1"]
+    fake_run(tmp_path / "s" / "0", [*common, "optimizer.lr=0.001"], [3.0, 2.0])
+    fake_run(tmp_path / "s" / "1", [*common, "optimizer.lr=0.003"], [2.9, 1.9])
+    fake_run(tmp_path / "s" / "2", ["model.attention.backend=sdpa", "data.batch_size=8", "optimizer.weight_decay=0.0",
+                                    "optimizer.lr=0.003"], [2.8, 1.8])
+    result = compare(parse_argv([str(tmp_path / "s"), "plot=false"]))
+    texts = [t.get_text() for t in comparison_figure(result.runs, result.groups).axes[0].get_legend().get_texts()]
+    assert len(set(texts)) == 3
+    assert sum("optimizer.lr=0.001" in t.replace("\n", " ") for t in texts) == 1
+    assert all(len(line) <= MAX_LABEL for t in texts for line in t.splitlines())
 
 
 def test_figure_has_one_line_per_run_and_seed_groups_share_a_colour(seed_sweep):

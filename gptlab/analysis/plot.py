@@ -13,7 +13,18 @@ from gptlab.analysis.curves import curve
 from gptlab.analysis.report import Group, axis_label
 from gptlab.analysis.runs import Run
 
-MAX_LABEL = 60  # legend entries longer than this are cut, so the legend never swallows the plot
+MAX_LABEL = 60  # legend lines wrap at this width, so the legend never swallows the plot sideways
+
+
+def legend_label(label: str) -> str:
+    """``label`` wrapped onto lines of at most ``MAX_LABEL`` characters, between overrides.
+
+    Cutting a long label would drop the overrides at its end, and those are often the
+    ones that tell two groups apart; wrapping keeps every one.
+    """
+    import textwrap
+
+    return "\n".join(textwrap.wrap(label, MAX_LABEL, break_on_hyphens=False)) or label
 
 
 def comparison_figure(
@@ -42,7 +53,7 @@ def comparison_figure(
             labelled.add(slot)
             in_group = slot < len(groups) and groups[slot].label != "(all runs)"
             label = groups[slot].label if in_group else run.name
-            label = label if len(label) <= MAX_LABEL else label[: MAX_LABEL - 1] + "…"
+            label = legend_label(label)
         ax.plot(c.x, c.y, color=palette[slot % len(palette)], linestyle="--" if run.failed else "-",
                 marker="o", markersize=3, linewidth=1.5, label=label)
     if budget is not None:
