@@ -23,6 +23,8 @@ def test_debug_run_trains_and_prints_loss_and_sample(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "parameters" in out.stdout and "val loss" in out.stdout and "--- sample" in out.stdout
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert (out.stdout + out.stderr).count("GPU available") == 1  # Lightning's info lines once, not twice
+    assert "GPU available" in (tmp_path / "run" / "train.log").read_text()  # and in the run's log
 
 
 def test_default_run_folder_is_under_outputs_with_subsecond_time(tmp_path):
