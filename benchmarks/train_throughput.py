@@ -170,11 +170,12 @@ def run_bare(model: torch.nn.Module, case: dict, batches, precision: str, device
 def hf_model(case: dict) -> torch.nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from gptlab.model.hf import HF_ACTIVATION_OF_MLP
+
     m = case["model"]
     config = GPT2Config(vocab_size=m["vocab_size"], n_positions=m["block_size"], n_embd=m["n_embd"],
                         n_layer=m["n_layer"], n_head=m["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        # the same GELU as ours: "gelu" is the erf one, "gelu_new" the tanh one
-                        activation_function="gelu" if m.get("mlp") == "gelu_exact" else "gelu_new")
+                        activation_function=HF_ACTIVATION_OF_MLP[m.get("mlp", "gelu")])  # the same GELU as ours
     return GPT2LMHeadModel(config).train()
 
 

@@ -6,6 +6,8 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import signal
+
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Every exception type whose message is written for the user (imported lazily)."""
@@ -29,8 +31,6 @@ class TrainingInterrupted(Exception):
     """
 
     def __init__(self, signum: int, step: int, checkpoint: str, run_dir: str) -> None:
-        import signal
-
         self.signum = signum
         self.step = step
         self.checkpoint = checkpoint

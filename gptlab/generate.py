@@ -134,12 +134,13 @@ def run_generate(cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | 
     source = cfg.get("ckpt") or cfg.get("hf")
     loaded = load_checkpoint(cfg.ckpt, map_location="cpu") if cfg.get("ckpt") else load_hf_folder(cfg.hf)
     model = loaded.model.to(device=device, dtype=dtype)
-    if device.type == "cpu" and next(model.parameters()).dtype == torch.float32:
+    model_dtype = next(model.parameters()).dtype  # dtype=None keeps the checkpoint's
+    if device.type == "cpu" and model_dtype == torch.float32:
         model.to_decode_layout()  # column-major weights: faster one-token steps on CPU BLAS (measured in float32)
     generator = torch.Generator(device=device).manual_seed(sampler.seed)
     settings = {
         "ckpt": str(Path(source).absolute()), "sampler": sampler.to_dict(),
-        "device": str(device), "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "device": str(device), "dtype": str(model_dtype).removeprefix("torch."),
         "use_cache": bool(cfg.get("use_cache", True)),
     }
     session = Session(model, loaded.tokenizer, sampler, generator, settings,

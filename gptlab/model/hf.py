@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 
 # Conv1D weights in GPT-2 files, stored (in, out): transpose for nn.Linear.
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-# GELU flavours that are the tanh approximation our GeluMLP computes.
-_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+# GPT-2 ``activation_function`` -> our ``mlp``: the tanh-approximation GELUs are ``gelu``,
+# HF's "gelu" is the exact (erf) one. And back, for writing a config.json.
+MLP_OF_HF_ACTIVATION = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu_fast": "gelu", "gelu": "gelu_exact"}
+HF_ACTIVATION_OF_MLP = {"gelu": "gelu_new", "gelu_exact": "gelu"}
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -54,10 +56,10 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
             "can be loaded"
         )
     act = hf.get("activation_function", "gelu_new")
-    if act not in (*_TANH_GELUS, "gelu"):
+    if act not in MLP_OF_HF_ACTIVATION:
         raise ModelConfigError(
-            f"GPT-2 checkpoint uses activation_function={act!r}; gptlab's GELU MLPs are the "
-            f"tanh approximation ({', '.join(_TANH_GELUS)}) and the exact one (gelu)"
+            f"GPT-2 checkpoint uses activation_function={act!r}; gptlab's GELU MLPs load "
+            f"{', '.join(MLP_OF_HF_ACTIVATION)}"
         )
     if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
         raise ModelConfigError(
@@ -76,7 +78,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
         norm_eps=hf.get("layer_norm_epsilon", 1e-5),
         mlp_ratio=(hf.get("n_inner") or 4 * n_embd) / n_embd,
         tie_embeddings=hf.get("tie_word_embeddings", True),
-        mlp="gelu_exact" if act == "gelu" else "gelu",
+        mlp=MLP_OF_HF_ACTIVATION[act],
     )
     d.update(overrides)
     return GPTConfig.from_dict(d)
@@ -134,7 +136,7 @@ def save_hf(model: GPT, path: str | Path) -> None:
         for bad, text in (
             (cfg.position != "learned", f"position={cfg.position}"),
             (cfg.norm != "layernorm", f"norm={cfg.norm}"),
-            (cfg.mlp not in ("gelu", "gelu_exact"), f"mlp={cfg.mlp}"),
+            (cfg.mlp not in HF_ACTIVATION_OF_MLP, f"mlp={cfg.mlp}"),
             (cfg.n_kv_head != cfg.n_head, f"attention.n_kv_head={cfg.n_kv_head}"),
             (a.qk_norm, "attention.qk_norm=true"),
             (a.logit_softcap is not None, "attention.logit_softcap"),
@@ -168,7 +170,7 @@ def save_hf(model: GPT, path: str | Path) -> None:
     hf_config = {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
-        "activation_function": "gelu" if cfg.mlp == "gelu_exact" else "gelu_new",
+        "activation_function": HF_ACTIVATION_OF_MLP[cfg.mlp],
         "vocab_size": V,
         "n_positions": cfg.block_size,
         "n_ctx": cfg.block_size,
