@@ -26,6 +26,7 @@ it, and any other key in ``GPTLAB_TRAINER_KEYS``, before Lightning sees the argu
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -40,10 +41,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab.checkpoint import read_checkpoint, safe_torch_load
 from gptlab.errors import ConfigError, user_errors
+from gptlab.training.precision import slow_precision_warning
 from gptlab.training.trainer import GPTLAB_TRAINER_KEYS
 from gptlab.utils.io import atomic_write_text, remove_stale_temp_files
 from gptlab.validate import validate_run_config
 
+log = logging.getLogger("gptlab.train")  # not __name__: that is "__main__" under python -m
 _RUN_DIR_ENV = "GPTLAB_RUN_DIR"
 # Lightning 2.6 with torch >= 2.10 warns about its own use of a deprecated torch API.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
@@ -222,6 +225,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = hydra.utils.instantiate(kwargs, callbacks=callbacks, logger=_build_all(cfg.get("logger")) or False, plugins=plugins)
     if trainer.is_global_zero:
         remove_stale_temp_files(output_dir / "checkpoints")  # left by a run killed mid-write
+        slow = slow_precision_warning(trainer.precision, trainer.strategy.root_device)
+        if slow:
+            log.warning(slow)  # on the console and in the run's train.log
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except Exception as e:

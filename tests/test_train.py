@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
+import platform
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from gptlab.checkpoint import CheckpointError, load_checkpoint
 from gptlab.errors import ConfigError
 from gptlab.model import ModelConfigError
 from gptlab.train import train
+from gptlab.training.precision import slow_precision_warning
 from tests.conftest import TINY_OVERRIDES, compose_train
 
 
@@ -104,11 +107,39 @@ def test_resume_from_last_continues_the_step_count(tmp_path):
     assert data["global_step"] == 9
 
 
-def test_gradient_accumulation_and_bf16_run(tmp_path):
+def _x86_cpu_has_bf16_kernels() -> bool | None:
+    """What /proc/cpuinfo says (independently of torch): oneDNN's bf16 kernels need AVX-512 or AVX-NE-CONVERT.
+
+    None where that cannot be read (not x86 Linux).
+    """
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine().lower() not in ("x86_64", "amd64") or not cpuinfo.is_file():
+        return None
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags or "avx_ne_convert" in flags
+
+
+def test_gradient_accumulation_and_bf16_run(tmp_path, caplog):
     cfg = compose_train([*TINY_OVERRIDES, "trainer.accumulate_grad_batches=2", "trainer.precision=bf16-mixed",
                          "~callbacks.sample_text"], tmp_path / "run")
-    metrics = train(cfg)
+    with caplog.at_level(logging.WARNING, logger="gptlab.train"):
+        metrics = train(cfg)
     assert math.isfinite(metrics["val/loss"])
+    slow = [r.getMessage() for r in caplog.records if "will be slow here" in r.getMessage()]
+    has_bf16 = _x86_cpu_has_bf16_kernels()
+    if has_bf16 is not None:
+        # Without bf16 kernels a bf16 step is ~14x a float32 one: the user must be told, once.
+        assert len(slow) == (0 if has_bf16 else 1), slow
+    assert all("trainer.precision=32-true" in message for message in slow)
+
+
+def test_no_precision_warning_for_float32_or_on_a_gpu():
+    assert slow_precision_warning("32-true", torch.device("cpu")) is None
+    assert slow_precision_warning("bf16-mixed", torch.device("cuda", 0)) is None
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd", "muon"])
