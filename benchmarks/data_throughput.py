@@ -4,7 +4,7 @@
     python benchmarks/data_throughput.py --case gpt2_gpu --step-tokens-per-s 359237
     python benchmarks/data_throughput.py --workers 0 2 4 --batches 2000 --rounds 5
 
-Each case builds ``gptlab.data.TextDataModule`` from the real config (``conf/train.yaml``
+Each case builds ``gptlab.data.TextDataModule`` from the real config (``gptlab/conf/train.yaml``
 composed by Hydra with the case's overrides, Tiny Shakespeare read from a local file,
 GPT-2's ranks from a local tiktoken cache: nothing is downloaded), tokenizes into a fresh
 token cache, and iterates ``train_dataloader()`` — the DataLoader Lightning receives —
@@ -62,7 +62,7 @@ SHAKESPEARE = "tinyshakespeare.txt"
 R50K = "r50k_base.tiktoken"
 R50K_CACHE_NAME = "0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4"  # tiktoken's cache name for r50k_base (sha1 of its URL)
 
-# name: (Hydra overrides on top of conf/train.yaml, train_throughput case of the matching step, needs GPT-2's ranks)
+# name: (Hydra overrides on top of gptlab/conf/train.yaml, train_throughput case of the matching step, needs GPT-2's ranks)
 CASES = {
     "shakespeare_char": (["experiment=shakespeare_char"], "shakespeare_char", False),
     "gpt2": (["data=shakespeare", "tokenizer=gpt2", "model=gpt124m", "model.block_size=256", "data.batch_size=4"],
@@ -83,7 +83,7 @@ def check_shared_data(folder: Path, cases: list[str]) -> None:
 
 
 def build_datamodule(case: str, shared: Path, cache_dir: Path):
-    """The real TextDataModule of ``case``, composed from conf/ as ``python -m gptlab.train`` would."""
+    """The real TextDataModule of ``case``, composed from gptlab/conf/ as ``python -m gptlab.train`` would."""
     import hydra
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -91,7 +91,7 @@ def build_datamodule(case: str, shared: Path, cache_dir: Path):
     overrides = [*CASES[case][0], f"data.path={shared / SHAKESPEARE}", f"paths.data_dir={cache_dir}",
                  f"paths.output_dir={cache_dir / 'run'}"]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "gptlab" / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     dm = hydra.utils.instantiate(cfg.data)
     dm.build_tokenizer(hydra.utils.instantiate(cfg.tokenizer))

@@ -7,7 +7,7 @@
     python -m gptlab.compare source=wandb project=gptlab group=2025-01-31/12-00-00-000000
 
 Positional arguments are run folders, sweep folders or globs; ``key=value`` arguments
-set the options documented in ``conf/compare.yaml`` (the same spelling as Hydra
+set the options documented in ``gptlab/conf/compare.yaml`` (the same spelling as Hydra
 overrides, without Hydra: a path is not an override). The work is done by
 ``gptlab.analysis``; ``compare(options)`` returns everything it computed, for tests
 and notebooks.
@@ -39,7 +39,7 @@ from gptlab.analysis.report import (
 )
 from gptlab.analysis.runs import Run, load_runs
 
-CONFIG = Path(__file__).resolve().parents[1] / "conf" / "compare.yaml"
+CONFIG = Path(__file__).resolve().parent / "conf" / "compare.yaml"
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Comparison:
 
 
 def parse_argv(argv: list[str]) -> dict[str, Any]:
-    """Split ``key=value`` options (keys of conf/compare.yaml) from run paths."""
+    """Split ``key=value`` options (keys of gptlab/conf/compare.yaml) from run paths."""
     defaults = OmegaConf.to_container(OmegaConf.load(CONFIG))
     options, runs = dict(defaults), list(defaults.get("runs") or [])
     for arg in argv:
@@ -225,7 +225,7 @@ def _save_figure(runs: list[Run], groups: list[Group], opts: Options, path: Path
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip() + "\n\nOptions (conf/compare.yaml):\n\n" + CONFIG.read_text())
+        print(__doc__.strip() + "\n\nOptions (gptlab/conf/compare.yaml):\n\n" + CONFIG.read_text())
         return 0
     try:
         result = compare(parse_argv(argv))

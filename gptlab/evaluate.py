@@ -151,7 +151,7 @@ def _default_output(ckpt: Path, data_name: str, split: str) -> Path:
     return ckpt.with_name(f"{ckpt.stem}.eval-{safe}-{split}.json")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     try:
         r = evaluate(cfg)

@@ -72,7 +72,7 @@ def export(ckpt: str | Path, format: str = "safetensors", out: str | Path | None
     return folder
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     try:
         with torch.no_grad():

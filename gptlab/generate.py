@@ -289,7 +289,7 @@ def _interactive(s: Session, num_samples: int, stdin: TextIO, save) -> None:
             print(f"error: {e}", file=s.err)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
     code = run_cli(cfg)
     if code:

@@ -1,6 +1,6 @@
 """Typed schema of the ``model`` config group, registered with Hydra's ConfigStore.
 
-Every preset in ``conf/model/`` starts from this schema (``defaults: [schema, _self_]``),
+Every preset in ``gptlab/conf/model/`` starts from this schema (``defaults: [schema, _self_]``),
 which gives two things a YAML file alone cannot:
 
 * every architecture option exists on every preset, so ``model.position=rope`` or

@@ -48,7 +48,7 @@ def tokenize(cfg: DictConfig) -> dict[str, float | str]:
     return stats
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="tokenize")
+@hydra.main(version_base="1.3", config_path="conf", config_name="tokenize")
 def main(cfg: DictConfig) -> None:
     try:
         tokenize(cfg)

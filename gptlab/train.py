@@ -50,7 +50,7 @@ log = logging.getLogger("gptlab.train")  # not __name__: that is "__main__" unde
 _RUN_DIR_ENV = "GPTLAB_RUN_DIR"
 # Lightning 2.6 with torch >= 2.10 warns about its own use of a deprecated torch API.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-# conf/hydra/launcher/*.yaml share the launcher plugins' names (hydra/launcher=joblib), so
+# gptlab/conf/hydra/launcher/*.yaml share the launcher plugins' names (hydra/launcher=joblib), so
 # Hydra warns on every job that they are checked against the plugins' schemas.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema", category=UserWarning)
 # Lightning advises more DataLoader workers whenever a loader has fewer than 2; on a CPU our
@@ -328,7 +328,7 @@ def _compose_run(cfg: DictConfig) -> tuple[DictConfig, list[str], Path]:
     return compose(config_name="train", overrides=[*overrides, f"resume={folder}"]), overrides, folder
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

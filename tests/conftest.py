@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
+CONF_DIR = REPO / "gptlab" / "conf"
 # ../shared/data beside the checkout; GPTLAB_SHARED_DATA points elsewhere (a GPU machine gets a copy).
 SHARED_DATA = Path(os.environ.get("GPTLAB_SHARED_DATA") or REPO.parent / "shared" / "data")
 SHAKESPEARE = SHARED_DATA / "tinyshakespeare.txt"
@@ -64,7 +64,7 @@ def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def compose_train(overrides: list[str], output_dir: Path):
-    """Compose ``conf/train.yaml`` the way the CLI does, with the run folder set explicitly."""
+    """Compose ``gptlab/conf/train.yaml`` the way the CLI does, with the run folder set explicitly."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

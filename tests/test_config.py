@@ -49,7 +49,7 @@ def test_group_options_compose(tmp_path, group, option):
 
 
 def test_recipe_applies_to_its_model_and_optimizer_pair_only(tmp_path):
-    """conf/recipe/nano_adamw.yaml raises the default run's lr; other pairs and the command line are untouched."""
+    """gptlab/conf/recipe/nano_adamw.yaml raises the default run's lr; other pairs and the command line are untouched."""
     recipe = OmegaConf.load(CONF_DIR / "recipe" / "nano_adamw.yaml")
     adamw = OmegaConf.load(CONF_DIR / "optimizer" / "adamw.yaml")
     assert recipe.optimizer.lr != adamw.lr

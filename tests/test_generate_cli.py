@@ -45,7 +45,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 def make_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "gptlab" / "conf"), version_base="1.3"):
         return compose(config_name="generate", overrides=list(overrides))
 
 

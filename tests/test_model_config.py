@@ -1,4 +1,4 @@
-"""GPTConfig: validation messages, (de)serialisation, and every preset in conf/model/."""
+"""GPTConfig: validation messages, (de)serialisation, and every preset in gptlab/conf/model/."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from gptlab.model import GPT, GPTConfig, ModelConfigError
 
-PRESETS = sorted((Path(__file__).parents[1] / "conf" / "model").glob("*.yaml"))
+PRESETS = sorted((Path(__file__).parents[1] / "gptlab" / "conf" / "model").glob("*.yaml"))
 GPT2_COUNTS = {
     "gpt124m": 124_439_808,
     "gpt350m": 354_823_168,

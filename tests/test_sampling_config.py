@@ -1,4 +1,4 @@
-"""SamplerConfig validation, the conf/sampler presets, and the statistics of sampling."""
+"""SamplerConfig validation, the gptlab/conf/sampler presets, and the statistics of sampling."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from scipy.stats import chisquare
 
 from gptlab.sampling import SamplerConfig, filter_logits, sample_next
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "gptlab" / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))
 
 

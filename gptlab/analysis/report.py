@@ -26,7 +26,7 @@ SEED_KEYS = ("seed",)
 
 @dataclass
 class Options:
-    """What to compare; the defaults and their meaning are in ``conf/compare.yaml``."""
+    """What to compare; the defaults and their meaning are in ``gptlab/conf/compare.yaml``."""
 
     metric: str = "val/loss"
     mode: str = "min"

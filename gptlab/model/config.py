@@ -2,7 +2,7 @@
 
 Everything that decides the *shape* of a GPT lives here, so a checkpoint can store it as
 a plain dict (``to_dict``) and rebuild the model later without Hydra (``from_dict``).
-Presets are small YAML files in ``conf/model/`` whose keys are exactly these fields.
+Presets are small YAML files in ``gptlab/conf/model/`` whose keys are exactly these fields.
 
 Variants (norm, MLP, position scheme, attention backend) are chosen *by name*; the names
 allowed here are the keys of the registries in ``layers.py`` / ``attention.py``. We list

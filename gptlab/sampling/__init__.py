@@ -6,7 +6,7 @@
     text = generate_text(model, tokenizer, "ROMEO:", SamplerConfig(max_new_tokens=100))
 
 - ``filters``: pure functions on logits (B, V) and the order they compose in;
-- ``config``: ``SamplerConfig``, validated, built from ``conf/sampler/*.yaml``;
+- ``config``: ``SamplerConfig``, validated, built from ``gptlab/conf/sampler/*.yaml``;
 - ``generate``: batching with left padding, KV-cache decoding, the sliding window;
 - ``text``: prompts, stop strings and streaming decode for text.
 """

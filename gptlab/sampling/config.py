@@ -1,6 +1,6 @@
 """``SamplerConfig``: every knob of text generation in one validated dataclass.
 
-The YAML files in ``conf/sampler/`` build it with ``_target_: gptlab.sampling.SamplerConfig``,
+The YAML files in ``gptlab/conf/sampler/`` build it with ``_target_: gptlab.sampling.SamplerConfig``,
 so training (the end-of-run sample) and ``python -m gptlab.generate`` share the same
 presets. Values are checked when the object is made, so a bad command-line override
 fails at once with a sentence naming the option, not deep inside a softmax.

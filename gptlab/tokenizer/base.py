@@ -2,7 +2,7 @@
 
 A tokenizer turns text into a list of integer ids and back. The training loop, the
 data cache, generation and checkpoints only ever use the methods below, so a new
-tokenizer is one class plus a YAML file in ``conf/tokenizer/``.
+tokenizer is one class plus a YAML file in ``gptlab/conf/tokenizer/``.
 
 A tokenizer must travel inside a checkpoint without pickling code: ``to_dict`` returns
 plain JSON-able data and ``gptlab.tokenizer.tokenizer_from_dict`` rebuilds the object.

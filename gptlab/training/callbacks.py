@@ -1,6 +1,6 @@
 """Callbacks: throughput and MFU, a run summary, readable validation lines, a text sample.
 
-Each is a small Lightning callback switched on or off by name in ``conf/callbacks/``
+Each is a small Lightning callback switched on or off by name in ``gptlab/conf/callbacks/``
 (``~callbacks.sample_text`` removes one from the command line).
 """
 

@@ -3,7 +3,7 @@
 Weight decay goes to matrices only (linear and embedding weights, the tensors with
 two or more dimensions); biases and norm gains are left alone, as in nanoGPT and
 GPT-3. A new optimizer is a new function here (or anywhere importable) plus a YAML
-file in ``conf/optimizer/`` naming it as ``_target_``.
+file in ``gptlab/conf/optimizer/`` naming it as ``_target_``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Trainer the ``trainer`` config group builds: Lightning's, minus gptlab's own keys.
 
-``conf/trainer/*.yaml`` passes every key to ``lightning.Trainer``, so a gptlab setting
+``gptlab/conf/trainer/*.yaml`` passes every key to ``lightning.Trainer``, so a gptlab setting
 kept there (``skip_nonfinite``, read by ``train()`` for ``TrainingGuard``) would make
 Lightning refuse the call wherever the group is instantiated. This builder takes those
 keys off first; everything else is Lightning's own argument.
