@@ -3,8 +3,8 @@
 The editable install the README uses reads ``gptlab/conf/`` from the checkout, so it
 cannot notice configs missing from the wheel; ``pip install gptlab`` would then fail
 with Hydra's "Primary config directory not found". This builds the real wheel from a
-copy of the sources, installs it into a folder of its own and composes the training
-config from there.
+copy of the sources, installs it into a folder of its own, and has every entry point
+compose its config from there.
 """
 
 from __future__ import annotations
@@ -55,6 +55,13 @@ def test_wheel_ships_every_config_and_the_cli_composes_from_it(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "n_embd: 128" in done.stdout and "max_steps: 2000" in done.stdout
+    for entry_point in ("generate", "evaluate", "tokenize", "export"):  # each has its own top config
+        done = subprocess.run([sys.executable, "-m", f"gptlab.{entry_point}", "--cfg", "job"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip(), f"gptlab.{entry_point}: {done.stderr[-2000:]}"
+    done = subprocess.run([sys.executable, "-m", "gptlab.compare", "--help"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "metric" in done.stdout, done.stderr[-2000:]
     located = subprocess.run([sys.executable, "-c", "import gptlab; print(gptlab.__file__)"],
                              cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert Path(located.stdout.strip()).is_relative_to(site), "the test ran the checkout, not the wheel"
