@@ -57,6 +57,18 @@ def test_unknown_config_option_uses_hydra_message(tmp_path):
 
 
 @pytest.mark.slow
+def test_own_presets_outside_the_package_with_config_dir(tmp_path):
+    """The configs live inside the package; a user's own group files sit in a folder of theirs."""
+    mine = tmp_path / "my_conf" / "model"
+    mine.mkdir(parents=True)
+    nano = (REPO / "gptlab" / "conf" / "model" / "nano.yaml").read_text()
+    (mine / "mine.yaml").write_text(nano.replace("n_layer: 4", "n_layer: 3"))
+    assert "n_layer: 4" in nano  # else the replacement above tests nothing
+    out = run_cli(["gptlab.train", "--config-dir", str(tmp_path / "my_conf"), "model=mine", "--cfg", "job"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "n_layer: 3" in out.stdout and "n_embd: 128" in out.stdout
+
+
 def test_ddp_two_processes_on_cpu_write_one_checkpoint(tmp_path):
     """A real 2-process DDP job (gloo on CPU): it finishes, in one run folder, one checkpoint."""
     out = run_cli(
