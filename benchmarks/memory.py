@@ -54,20 +54,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_rss import proc_status_mb  # noqa: E402
 from train_throughput import CASES, device_name, random_batches, sync  # noqa: E402
 
 VARIANTS = {"no checkpointing": False, "activation ckpt": True}
-
-
-def _proc_status_mb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 class Meter:
@@ -75,7 +65,7 @@ class Meter:
 
     def __init__(self, device: str) -> None:
         self.cuda = device == "cuda"
-        self.can_reset = self.cuda or _proc_status_mb("VmHWM") is not None
+        self.can_reset = self.cuda or proc_status_mb("VmHWM") is not None
 
     def reset(self) -> float:
         """Start a new peak; return the memory in use now (MB)."""
@@ -88,13 +78,13 @@ class Meter:
                 f.write("5")  # Linux: reset VmHWM (the peak RSS) to the current RSS
         except OSError:
             self.can_reset = False
-        return _proc_status_mb("VmRSS") or 0.0
+        return proc_status_mb("VmRSS") or 0.0
 
     def peak(self) -> float:
         if self.cuda:
             torch.cuda.synchronize()
             return torch.cuda.max_memory_allocated() / 2**20
-        return _proc_status_mb("VmHWM") if self.can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return proc_status_mb("VmHWM") if self.can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class SavedTensors:

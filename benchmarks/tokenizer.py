@@ -33,13 +33,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import sysconfig
 import time
 from collections import Counter
 from pathlib import Path
+
+from peak_rss import peak_rss_mb  # benchmarks/peak_rss.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -94,7 +95,7 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return peak_rss_mb()  # not ru_maxrss alone: a worker would report its parent's peak
 
 
 def _gpt4_regex() -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from peak_rss import peak_rss_mb  # benchmarks/peak_rss.py, beside this script
 
 CASES = {
     # nanoGPT's CPU recipe for Tiny Shakespeare at the character level (exact GELU, as nanoGPT).
@@ -252,7 +252,7 @@ def main() -> None:
                 cuda_peak_mb[name] = max(cuda_peak_mb.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
 
     if args.json:
-        print(json.dumps({"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        print(json.dumps({"max_rss_mb": peak_rss_mb()}))
         return
 
     from gptlab.bench_peak import measure_peak_flops
