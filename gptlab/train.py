@@ -56,6 +56,17 @@ warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated
 # Lightning advises more DataLoader workers whenever a loader has fewer than 2; on a CPU our
 # batches (a gather from a memory-mapped array) are faster without any (data.num_workers=null).
 warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck")
+
+
+class _WithoutLitLoggerTip(logging.Filter):
+    """Lightning 2.6 advertises its cloud logger at the start of every run that does not use one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_WithoutLitLoggerTip())
+
 # Model settings that do not change the weights: a resume may differ in these.
 _RESUME_FREE_MODEL_KEYS = ("compile", "activation_checkpointing")
 SHARDED_META = "meta.pt"  # what Lightning's FSDP writes beside the shards of a sharded checkpoint

@@ -24,6 +24,7 @@ def test_debug_run_trains_and_prints_loss_and_sample(tmp_path):
     assert "parameters" in out.stdout and "val loss" in out.stdout and "--- sample" in out.stdout
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert (out.stdout + out.stderr).count("GPU available") == 1  # Lightning's info lines once, not twice
+    assert "litlogger" not in out.stdout + out.stderr  # without Lightning's advert for its cloud logger
     assert "GPU available" in (tmp_path / "run" / "train.log").read_text()  # and in the run's log
 
 
