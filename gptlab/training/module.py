@@ -38,6 +38,13 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
 
 
+# Attributes assigned every step that are never parameters, buffers or submodules.
+# nn.Module.__setattr__ checks each assignment against all three (~11 us on a 2-core CPU),
+# and Lightning assigns ``_current_fx_name`` around every hook, ~44 times a step: half a
+# millisecond a step, a fifth of Lightning's whole per-step cost (benchmarks/loop_overhead.py).
+_PLAIN_STEP_ATTRIBUTES = frozenset({"_current_fx_name", "train_batches", "last_train_loss", "unclipped_grad_norm"})
+
+
 class GPTLightningModule(L.LightningModule):
     """Trains a ``GPT`` built from ``model_config`` on (x, y) window batches."""
 
@@ -62,6 +69,12 @@ class GPTLightningModule(L.LightningModule):
         # Set by TrainingGuard after backward: this step's total gradient norm, reused for clipping.
         self.unclipped_grad_norm: torch.Tensor | None = None
         self.last_train_loss: torch.Tensor | None = None  # the latest batch's loss (detached)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PLAIN_STEP_ATTRIBUTES:
+            object.__setattr__(self, name, value)  # what nn.Module ends up doing for them, minus the checks
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
