@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peak_rss import proc_status_mb  # noqa: E402
+from peak_rss import peak_rss_mb, proc_status_mb  # noqa: E402
 from train_throughput import CASES, device_name, random_batches, sync  # noqa: E402
 
 VARIANTS = {"no checkpointing": False, "activation ckpt": True}
@@ -84,7 +84,7 @@ class Meter:
         if self.cuda:
             torch.cuda.synchronize()
             return torch.cuda.max_memory_allocated() / 2**20
-        return proc_status_mb("VmHWM") if self.can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak_rss_mb()  # VmHWM (reset above), or ru_maxrss where there is no /proc
 
 
 class SavedTensors:

@@ -40,7 +40,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from peak_rss import peak_rss_mb  # benchmarks/peak_rss.py, beside this script
+from peak_rss import peak_rss_mb  # benchmarks/peak_rss.py: each worker's own peak, not its parent's
 
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -94,10 +94,6 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _peak_mb() -> float:
-    return peak_rss_mb()  # not ru_maxrss alone: a worker would report its parent's peak
-
-
 def _gpt4_regex() -> str:
     from gptlab.tokenizer.bpe_patterns import GPT4_PATTERN
 
@@ -136,7 +132,7 @@ def worker_train(impl: str, corpus: str, name: str, vocab_size: int, save: str) 
         t0 = time.perf_counter()
         tok = BPETokenizer.train(train, vocab_size=vocab_size, pattern="gpt4", progress=False)
         seconds = time.perf_counter() - t0
-        peak = _peak_mb()
+        peak = peak_rss_mb()
         tok.save(save)
         n_tokens, n_vocab = len(tok.encode(held)), tok.vocab_size
     else:
@@ -145,7 +141,7 @@ def worker_train(impl: str, corpus: str, name: str, vocab_size: int, save: str) 
         t0 = time.perf_counter()
         tok.train_from_iterator(docs, trainer=trainer)
         seconds = time.perf_counter() - t0
-        peak = _peak_mb()
+        peak = peak_rss_mb()
         tok.save(save)
         n_tokens, n_vocab = len(tok.encode(held).ids), tok.get_vocab_size()
     return {

@@ -49,19 +49,19 @@ def test_wheel_ships_every_config_and_the_cli_composes_from_it(tmp_path):
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
                     str(site), str(wheel)], check=True, capture_output=True, text=True)
-    # Run from an empty folder with only the installed copy on the path (dependencies from this venv).
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    done = subprocess.run([sys.executable, "-m", "gptlab.train", "experiment=shakespeare_char", "--cfg", "job"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    def installed(*args: str) -> subprocess.CompletedProcess:
+        """Run from an empty folder with only the installed copy on the path (dependencies from this venv)."""
+        return subprocess.run([sys.executable, *args], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
+                              capture_output=True, text=True, timeout=120)
+
+    done = installed("-m", "gptlab.train", "experiment=shakespeare_char", "--cfg", "job")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "n_embd: 128" in done.stdout and "max_steps: 2000" in done.stdout
     for entry_point in ("generate", "evaluate", "tokenize", "export"):  # each has its own top config
-        done = subprocess.run([sys.executable, "-m", f"gptlab.{entry_point}", "--cfg", "job"],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        done = installed("-m", f"gptlab.{entry_point}", "--cfg", "job")
         assert done.returncode == 0 and done.stdout.strip(), f"gptlab.{entry_point}: {done.stderr[-2000:]}"
-    done = subprocess.run([sys.executable, "-m", "gptlab.compare", "--help"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = installed("-m", "gptlab.compare", "--help")
     assert done.returncode == 0 and "metric" in done.stdout, done.stderr[-2000:]
-    located = subprocess.run([sys.executable, "-c", "import gptlab; print(gptlab.__file__)"],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    located = installed("-c", "import gptlab; print(gptlab.__file__)")
     assert Path(located.stdout.strip()).is_relative_to(site), "the test ran the checkout, not the wheel"
