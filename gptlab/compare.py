@@ -38,6 +38,7 @@ from gptlab.analysis.report import (
     write_csv,
 )
 from gptlab.analysis.runs import Run, load_runs
+from gptlab.cli import entry_point
 
 CONFIG = Path(__file__).resolve().parent / "conf" / "compare.yaml"
 
@@ -222,17 +223,13 @@ def _save_figure(runs: list[Run], groups: list[Group], opts: Options, path: Path
         fig.savefig(f, format="png", dpi=120)
 
 
+@entry_point(return_code=True)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip() + "\n\nOptions (gptlab/conf/compare.yaml):\n\n" + CONFIG.read_text())
         return 0
-    try:
-        result = compare(parse_argv(argv))
-    except CompareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(result.text)
+    print(compare(parse_argv(argv)).text)
     return 0
 
 

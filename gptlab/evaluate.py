@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
-from gptlab.errors import ConfigError, user_errors
+from gptlab.cli import entry_point, user_message
+from gptlab.errors import ConfigError
+from gptlab.utils.device import pick_device
 from gptlab.utils.io import atomic_write_text
 
 SPLITS = ("val", "train", "all")
@@ -80,14 +82,6 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="evaluating", unit="batch", file=sys.stderr, mininterval=0.5)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but no CUDA device is available; use device=cpu")
-    return torch.device(name)
-
-
 def _split_tokens(datamodule, split: str) -> tuple[np.ndarray, str]:
     """The token ids and text of the chosen split (tokenized once and cached)."""
     from gptlab.data.token_cache import cached_tokens
@@ -102,9 +96,14 @@ def _split_tokens(datamodule, split: str) -> tuple[np.ndarray, str]:
     return datamodule.val_tokens, val_text
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Score ``cfg.ckpt`` on ``cfg.split`` of ``cfg.data``; write and return the numbers."""
-    from gptlab.checkpoint import load_checkpoint
+def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
+    """Score ``cfg.ckpt`` on ``cfg.split`` of ``cfg.data`` and return the numbers.
+
+    With ``write`` the JSON is written too (``result["output"]``); the command line
+    prints the numbers first and writes after, so a folder it cannot write to never
+    costs the user the score.
+    """
+    from gptlab.checkpoint import CheckpointError, load_model
 
     if not cfg.get("ckpt"):
         raise ConfigError("ckpt=<path to a .ckpt file> is required, e.g. ckpt=outputs/<date>/<time>/checkpoints/last.ckpt")
@@ -112,8 +111,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"split={cfg.split}; use one of {', '.join(SPLITS)}")
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size={cfg.batch_size} must be at least 1")
-    device = _device(str(cfg.device))
-    loaded = load_checkpoint(cfg.ckpt, map_location=device)
+    device = pick_device(cfg.get("device"))
+    loaded = load_model(cfg.ckpt, map_location=device)
+    bad = loaded.first_nonfinite_weight()
+    if bad is not None:
+        raise CheckpointError(f"{cfg.ckpt} cannot be scored: its weights are not finite ({bad} holds NaN or inf); "
+                              "use an earlier checkpoint of the run")
     block_size = loaded.model.config.block_size
     with open_dict(cfg):
         cfg.model.block_size = block_size
@@ -125,6 +128,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     total, count = score_tokens(loaded.model, tokens, block_size, int(cfg.batch_size), device, bool(cfg.progress))
     seconds = time.perf_counter() - start
     loss = total / count
+    if not math.isfinite(loss):
+        raise CheckpointError(f"the loss of {cfg.ckpt} on this text is not finite ({loss}): the model's outputs overflow, "
+                              "so its weights are not usable; use an earlier checkpoint of the run")
     n_bytes = len(text.encode("utf-8", errors="surrogatepass"))
     result = {
         "ckpt": str(Path(cfg.ckpt).resolve()),
@@ -140,10 +146,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "bpb": loss / math.log(2) / (n_bytes / len(tokens)),
         "seconds": round(seconds, 3),
     }
-    output = Path(cfg.output) if cfg.get("output") else _default_output(Path(cfg.ckpt), datamodule.name, cfg.split)
-    atomic_write_text(output, json.dumps(result, indent=2) + "\n")
-    result["output"] = str(output)
+    result["output"] = str(output_path(cfg, datamodule.name))
+    if write:
+        write_result(result)
     return result
+
+
+def output_path(cfg: DictConfig, data_name: str) -> Path:
+    """Where the JSON goes: ``output=``, else beside the checkpoint."""
+    return Path(cfg.output) if cfg.get("output") else _default_output(Path(cfg.ckpt), data_name, cfg.split)
+
+
+def write_result(result: dict[str, Any]) -> None:
+    """Write ``result`` as JSON to ``result["output"]`` (atomically)."""
+    output = Path(result["output"])
+    if output.is_dir():
+        raise ConfigError(f"output={output} is a folder; give a file path, e.g. output={output}/eval.json")
+    atomic_write_text(output, json.dumps({k: v for k, v in result.items() if k != "output"}, indent=2) + "\n")
 
 
 def _default_output(ckpt: Path, data_name: str, split: str) -> Path:
@@ -152,16 +171,22 @@ def _default_output(ckpt: Path, data_name: str, split: str) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@entry_point
 def main(cfg: DictConfig) -> None:
-    try:
-        r = evaluate(cfg)
-    except user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    r = evaluate(cfg, write=False)
     print(
         f"{r['data']} {r['split']}: {r['predicted_tokens']:,} tokens | loss {r['loss']:.4f} | "
-        f"perplexity {r['perplexity']:.3f} | bpb {r['bpb']:.4f} | {r['seconds']:.1f}s\nwrote {r['output']}"
+        f"perplexity {r['perplexity']:.3f} | bpb {r['bpb']:.4f} | {r['seconds']:.1f}s", flush=True
     )
+    try:
+        write_result(r)
+    except Exception as e:  # the numbers are on stdout already; say where they could not go
+        message = user_message(e)
+        if message is None:
+            raise
+        print(f"error: the numbers above were not saved: {message}", file=sys.stderr)
+        sys.exit(1)
+    print(f"wrote {r['output']}")
 
 
 if __name__ == "__main__":

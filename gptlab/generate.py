@@ -42,8 +42,10 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gptlab.errors import ConfigError, user_errors
+from gptlab.cli import entry_point, user_message
+from gptlab.errors import ConfigError
 from gptlab.sampling import SamplerConfig, TextStream, completion_text, encode_prompt, generate
+from gptlab.utils.device import pick_device
 from gptlab.utils.io import atomic_write_text
 
 SEPARATOR = "\n---------------"
@@ -76,8 +78,11 @@ def run_cli(cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | None 
     try:
         with _one_line_warnings(stderr):
             run_generate(cfg, stdin=stdin, stdout=stdout, stderr=stderr)
-    except user_errors() as e:
-        print(f"error: {e}", file=stderr)
+    except Exception as e:
+        message = user_message(e)
+        if message is None:  # a bug: keep its traceback
+            raise
+        print(f"error: {message}", file=stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=stderr)
@@ -98,28 +103,14 @@ def _one_line_warnings(stream: TextIO) -> Iterator[None]:
             warnings.showwarning = original
 
 
-def load_hf_folder(folder: str):
-    """GPT-2 weights from a Hugging Face folder, with GPT-2's own tokenizer (tiktoken r50k_base)."""
-    from gptlab.checkpoint import CheckpointError, LoadedCheckpoint
-    from gptlab.model import GPT
-    from gptlab.tokenizer import GPT2Tokenizer
-
-    path = Path(folder)
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"hf={folder} is not a Hugging Face model folder (no config.json); "
-                              "pass the folder that holds config.json and model.safetensors")
-    model = GPT.from_hf(path).eval()
-    return LoadedCheckpoint(model, GPT2Tokenizer(), {}, path)
-
-
 def run_generate(cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | None = None,
                  stderr: TextIO | None = None) -> list[dict[str, Any]]:
     """Generate as ``cfg`` says; returns one record per sample (what ``output`` holds)."""
-    from gptlab.checkpoint import load_checkpoint
+    from gptlab.checkpoint import CheckpointError, load_model
 
     stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     sampler = build_sampler(cfg)
-    device = pick_device(str(cfg.get("device") or "auto"))
+    device = pick_device(cfg.get("device"))
     dtype = pick_dtype(cfg.get("dtype"))
     prompts = read_prompts(cfg)  # before loading: a missing prompt file fails fast
     if not cfg.get("ckpt") and not cfg.get("hf"):
@@ -132,7 +123,11 @@ def run_generate(cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | 
         raise ConfigError(f"num_samples={num_samples} is invalid: it must be >= 1")
 
     source = cfg.get("ckpt") or cfg.get("hf")
-    loaded = load_checkpoint(cfg.ckpt, map_location="cpu") if cfg.get("ckpt") else load_hf_folder(cfg.hf)
+    loaded = load_model(source, map_location="cpu", kind=None if cfg.get("ckpt") else "hf")
+    bad = loaded.first_nonfinite_weight()
+    if bad is not None:
+        raise CheckpointError(f"{source} cannot generate text: its weights are not finite ({bad} holds NaN or inf); "
+                              "use an earlier checkpoint of the run")
     model = loaded.model.to(device=device, dtype=dtype)
     model_dtype = next(model.parameters()).dtype  # dtype=None keeps the checkpoint's
     if device.type == "cpu" and model_dtype == torch.float32:
@@ -146,6 +141,8 @@ def run_generate(cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | 
     session = Session(model, loaded.tokenizer, sampler, generator, settings,
                       bool(cfg.get("use_cache", True)), bool(cfg.get("stream", True)), out, err)
     output = Path(cfg.output) if cfg.get("output") else None
+    if output is not None and output.is_dir():
+        raise ConfigError(f"output={output} is a folder; give a file path, e.g. output={output}/samples.jsonl")
     records: list[dict[str, Any]] = []
 
     def save(new: list[dict[str, Any]]) -> None:
@@ -192,17 +189,6 @@ def unescape(text: str) -> str:
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} was asked for but this machine has no usable CUDA GPU; use device=cpu or device=auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name!r} is not a device; use auto, cpu or cuda") from None
-
-
 def pick_dtype(name: Any) -> torch.dtype | None:
     if name in (None, ""):
         return None
@@ -218,7 +204,12 @@ def read_prompts(cfg: DictConfig) -> list[str]:
     path = Path(cfg.prompt_file)
     if not path.is_file():
         raise ConfigError(f"prompt_file={path} does not exist; pass a text file with one prompt per line")
-    prompts = [unescape(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"prompt_file={path} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at "
+                          f"position {e.start}); save it as UTF-8") from None
+    prompts = [unescape(line) for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ConfigError(f"prompt_file={path} has no prompts (every line is blank)")
     return prompts
@@ -290,6 +281,7 @@ def _interactive(s: Session, num_samples: int, stdin: TextIO, save) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
+@entry_point
 def main(cfg: DictConfig) -> None:
     code = run_cli(cfg)
     if code:

@@ -9,24 +9,26 @@ the validation split measure how it compresses text it has not seen.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from gptlab.errors import user_errors
+from gptlab.cli import entry_point
+from gptlab.errors import ConfigError
 
 
 def tokenize(cfg: DictConfig) -> dict[str, float | str]:
     """Train (or load) the configured tokenizer, save it, and return its statistics."""
+    output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "tokenizer.json"
+    if output.is_dir():  # checked before the minutes of training, not after
+        raise ConfigError(f"output={output} is a folder; give a file path, e.g. output={output}/tokenizer.json")
     datamodule = hydra.utils.instantiate(cfg.data)
     train_text, val_text = datamodule.split_text()
     start = time.perf_counter()
     tokenizer = hydra.utils.instantiate(cfg.tokenizer)(text=train_text)
     seconds = time.perf_counter() - start
-    output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "tokenizer.json"
     tokenizer.save(output)
     val_ids = tokenizer.encode_batch([val_text])[0]
     val_bytes = len(val_text.encode("utf-8", errors="surrogatepass"))
@@ -49,12 +51,9 @@ def tokenize(cfg: DictConfig) -> dict[str, float | str]:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="tokenize")
+@entry_point
 def main(cfg: DictConfig) -> None:
-    try:
-        tokenize(cfg)
-    except user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    tokenize(cfg)
 
 
 if __name__ == "__main__":

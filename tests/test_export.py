@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptlab.checkpoint import load_checkpoint
+from gptlab.checkpoint import CheckpointError, load_checkpoint, load_model
 from gptlab.errors import ConfigError
-from gptlab.export import export, load_exported
+from gptlab.export import export
 from gptlab.model import GPT
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES, compose_train
@@ -25,7 +25,9 @@ def checkpoint(tmp_path_factory) -> Path:
 def test_safetensors_export_round_trips(checkpoint):
     folder = export(checkpoint)
     assert folder == checkpoint.parent.parent / "export" / "safetensors"
-    model, tokenizer = load_exported(folder)
+    loaded = load_model(folder)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    assert loaded.kind == "export" and not model.training
     reference = load_checkpoint(checkpoint)
     ids = torch.tensor([tokenizer.encode("The value")])
     assert torch.equal(model(ids), reference.model(ids))
@@ -46,5 +48,7 @@ def test_hf_export_loads_in_transformers_with_same_logits(checkpoint, tmp_path):
 def test_unknown_format_and_missing_files(checkpoint, tmp_path):
     with pytest.raises(ConfigError, match="not an export format"):
         export(checkpoint, "onnx")
-    with pytest.raises(Exception, match="has no model.safetensors"):
-        load_exported(tmp_path)
+    with pytest.raises(CheckpointError, match="has no model.safetensors"):
+        load_model(tmp_path)
+    with pytest.raises(CheckpointError, match="has no model.safetensors"):
+        load_model(tmp_path, kind="export")

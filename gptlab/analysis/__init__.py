@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from gptlab.errors import GptlabError
 
-class CompareError(ValueError):
+
+class CompareError(GptlabError, ValueError):
     """A comparison that cannot be made as asked; the message names the fix."""

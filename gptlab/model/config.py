@@ -18,13 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gptlab.errors import GptlabError
+
 ATTENTION_BACKENDS = ("sdpa", "manual")
 POSITIONS = ("learned", "rope", "none")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu_exact", "relu2", "swiglu")
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(GptlabError, ValueError):
     """A model configuration that cannot build a model; the message names the fix."""
 
 

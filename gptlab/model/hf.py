@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from gptlab.model.config import GPTConfig, ModelConfigError
+from gptlab.utils.checksum import tensors_sha256
 from gptlab.utils.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
@@ -85,14 +86,22 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
 
 
 def load_hf(cls: type[GPT], path: str | Path, **overrides: Any) -> GPT:
-    """Build a ``cls`` model from a Hugging Face GPT-2 directory; keyword args override config."""
+    """Build a ``cls`` model from a Hugging Face GPT-2 directory; keyword args override config.
+
+    ``gptlab.checkpoint.load_model`` reads the same folders with every failure turned into
+    one sentence for the user; this is the plain library call.
+    """
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path / 'config.json'} not found; point to a GPT-2 model dir")
     config = config_from_hf(json.loads((path / "config.json").read_text()), **overrides)
-    hf_state = _read_weights(path)
-    model = cls(config)
+    return model_from_hf_weights(cls, config, _read_weights(path), path)
 
+
+def model_from_hf_weights(cls: type[GPT], config: GPTConfig, hf_state: dict[str, torch.Tensor],
+                          path: str | Path) -> GPT:
+    """A ``cls`` model holding ``hf_state`` (GPT-2 key names and layout); ``path`` names it in errors."""
+    model = cls(config)
     state: dict[str, torch.Tensor] = {}
     for key, value in hf_state.items():
         key = key.removeprefix("transformer.")
@@ -111,6 +120,10 @@ def load_hf(cls: type[GPT], path: str | Path, **overrides: Any) -> GPT:
             if name not in state:
                 raise KeyError(f"{path} has no weight for {name}; is it a GPT-2 checkpoint?")
             value = state.pop(name)
+            target = param[:V] if name in ("transformer.wte.weight", "lm_head.weight") else param
+            if tuple(value.shape) != tuple(target.shape):
+                raise ModelConfigError(f"{path}: {name} has shape {tuple(value.shape)} but config.json "
+                                       f"asks for {tuple(target.shape)}; the weights do not belong to this config")
             if name in ("transformer.wte.weight", "lm_head.weight"):
                 param.zero_()  # padded rows stay zero; they are never used
                 param[:V].copy_(value)
@@ -189,5 +202,6 @@ def save_hf(model: GPT, path: str | Path) -> None:
         "torch_dtype": "float32",
     }
     path.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path / "model.safetensors", safetensors_bytes(tensors, {"format": "pt"}))
+    metadata = {"format": "pt", "gptlab_checksum": tensors_sha256(tensors)}  # verified by gptlab.checkpoint.load_model
+    atomic_write_bytes(path / "model.safetensors", safetensors_bytes(tensors, metadata))
     atomic_write_text(path / "config.json", json.dumps(hf_config, indent=2) + "\n")

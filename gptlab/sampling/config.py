@@ -14,6 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# The smallest temperature above 0. Logits divided by it stay finite in float32 (|logit| / 1e-6
+# is far below 3.4e38); below it a temperature is, in effect, greedy decoding, which is spelled 0.
+MIN_TEMPERATURE = 1e-6
+
 
 @dataclass
 class SamplerConfig:
@@ -24,7 +28,7 @@ class SamplerConfig:
     makes the other filters irrelevant.
 
     Attributes:
-        temperature: >= 0; below 1 sharpens, above 1 flattens, 0 = argmax.
+        temperature: 0 (argmax) or >= ``MIN_TEMPERATURE``; below 1 sharpens, above 1 flattens.
         top_k: keep the k most likely tokens (None = off).
         top_p: nucleus sampling, keep the smallest set with mass >= top_p, in (0, 1].
         min_p: keep tokens with p >= min_p * p_max, in [0, 1].
@@ -59,6 +63,9 @@ class SamplerConfig:
         self.stop = [str(s) for s in (self.stop or [])]
         _check(_is_number(self.temperature) and self.temperature >= 0,
                "temperature", self.temperature, "must be >= 0 (0 means greedy decoding)")
+        _check(self.temperature == 0 or self.temperature >= MIN_TEMPERATURE, "temperature", self.temperature,
+               f"must be 0 (greedy decoding) or at least {MIN_TEMPERATURE:g}: dividing the logits by a smaller "
+               "value overflows them to infinity")
         _check(self.top_k is None or (_is_int(self.top_k) and self.top_k >= 1),
                "top_k", self.top_k, "must be an integer >= 1, or null to switch it off")
         _check(self.top_p is None or (_is_number(self.top_p) and 0 < self.top_p <= 1),

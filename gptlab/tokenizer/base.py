@@ -17,8 +17,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+from gptlab.errors import GptlabError
 
-class TokenizerError(ValueError):
+
+class TokenizerError(GptlabError, ValueError):
     """A tokenizer was asked for something it cannot do (unknown characters, bad file)."""
 
 
