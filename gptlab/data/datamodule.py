@@ -21,8 +21,9 @@ the workers take turns in order (see ``gptlab/data/windows.py``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -33,7 +34,7 @@ from gptlab.data.loader_settings import check_num_workers
 from gptlab.data.sources import DataError, default_cache_dir, download, embedded_text, read_local
 from gptlab.data.token_cache import cached_tokens
 from gptlab.data.windows import RandomWindows
-from gptlab.tokenizer import Tokenizer
+from gptlab.tokenizer import CharTokenizer, Tokenizer, TokenizerError, tokenizer_from_dict
 
 TokenizerFactory = Callable[..., Tokenizer]
 AUTO_WORKERS_PER_GPU = 4  # what num_workers=null gives each CUDA device (fewer if the CPUs are fewer)
@@ -148,6 +149,27 @@ class TextDataModule(L.LightningDataModule):
         """
         self.tokenizer = factory if isinstance(factory, Tokenizer) else factory(text=self.split_text()[0])
         return self.tokenizer
+
+    def use_saved_tokenizer(self, data: Mapping[str, Any]) -> Tokenizer:
+        """Use the tokenizer a run was trained with (``Tokenizer.to_dict()`` data from its checkpoint).
+
+        A resumed run must not fit a new tokenizer: after an edit of the corpus a
+        character vocabulary would come out different and silently remap the ids the
+        weights were trained on. A corpus with characters the saved character
+        vocabulary lacks is refused here, naming them, before anything is tokenized.
+        """
+        tokenizer = tokenizer_from_dict(dict(data))
+        if isinstance(tokenizer, CharTokenizer):
+            unknown = tokenizer.unknown_characters(self.load_text())
+            if unknown:
+                shown = ", ".join(repr(c) for c in unknown[:10])
+                raise TokenizerError(
+                    f"the corpus {self._describe()} now has {len(unknown)} character(s) that the run's saved "
+                    f"character tokenizer does not know ({shown}): the corpus changed since the run started; "
+                    "resume with the corpus the run was trained on, or start a new run"
+                )
+        self.tokenizer = tokenizer
+        return tokenizer
 
     # -- Lightning hooks --------------------------------------------------------------
     def prepare_data(self) -> None:
