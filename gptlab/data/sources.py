@@ -13,10 +13,11 @@ import os
 import urllib.request
 from pathlib import Path
 
-from gptlab.utils.io import atomic_open
+from gptlab.errors import GptlabError
+from gptlab.utils.io import atomic_open, sha256_file
 
 
-class DataError(ValueError):
+class DataError(GptlabError, ValueError):
     """The corpus cannot be read or is unusable for training; the message says how to fix it."""
 
 
@@ -53,15 +54,6 @@ def _read_file(path: Path, encoding: str, errors: str) -> str:
             f"{path} is not valid {encoding} at byte {e.start}; convert the file to UTF-8 "
             "or set data.errors=replace to substitute the bad bytes"
         ) from None
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks so a large corpus does not fill memory."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download(url: str, dest: str | Path, sha256: str | None = None, timeout: float = 60.0) -> Path:

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab.tokenizer import Tokenizer
-from gptlab.utils.io import atomic_open, atomic_write_text
+from gptlab.data.names import check_plain_name
+from gptlab.data.sources import DataError
+from gptlab.tokenizer import Tokenizer, TokenizerError
+from gptlab.utils.io import atomic_open, atomic_write_text, sha256_file
 
 FORMAT_VERSION = 2  # 2: the header carries data_sha256
 VERIFY_LIMIT = 256 << 20  # verify the ids' sha256 for caches up to this many bytes
@@ -78,31 +80,28 @@ def _valid(bin_path: Path, meta_path: Path, expected: dict) -> dict | None:
         return None
     if not isinstance(header.get("data_sha256"), str):
         return None
-    if n_tokens * itemsize <= VERIFY_LIMIT and _file_sha256(bin_path) != header["data_sha256"]:
+    if n_tokens * itemsize <= VERIFY_LIMIT and sha256_file(bin_path) != header["data_sha256"]:
         return None
     return header
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cached_tokens(text: str, tokenizer: Tokenizer, cache_dir: str | Path, name: str) -> np.ndarray:
     """Return ``text`` as a read-only memory-mapped id array, tokenizing only on a cache miss."""
+    check_plain_name("data.name", name, "my_corpus")  # the cache must stay inside cache_dir/tokens
     text_hash = text_sha256(text)
     key = f"{name}-{text_hash[:12]}-{tokenizer.fingerprint()}"
     folder = Path(cache_dir) / "tokens"
     bin_path, meta_path = folder / f"{key}.bin", folder / f"{key}.json"
     expected = _expected_header(text_hash, tokenizer)
     header = _valid(bin_path, meta_path, expected)
+    from_disk = header is not None
     if header is None:
         ids = np.asarray(encode_corpus(text, tokenizer), dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
-            raise ValueError(f"the tokenizer produced ids outside [0, {tokenizer.vocab_size})")
+            raise TokenizerError(
+                f"the {tokenizer.kind} tokenizer produced id {int(ids.max())} (or a negative one) although it "
+                f"says it has {tokenizer.vocab_size} ids; its file is inconsistent, so rebuild or fix the tokenizer"
+            )
         data = ids.astype(expected["dtype"]).tobytes()
         with atomic_open(bin_path, "wb") as f:
             f.write(data)
@@ -111,4 +110,22 @@ def cached_tokens(text: str, tokenizer: Tokenizer, cache_dir: str | Path, name: 
         atomic_write_text(meta_path, json.dumps(header, indent=1))
     if header["n_tokens"] == 0:
         return np.zeros(0, dtype=expected["dtype"])
-    return np.memmap(bin_path, dtype=expected["dtype"], mode="r", shape=(header["n_tokens"],))
+    tokens = np.memmap(bin_path, dtype=expected["dtype"], mode="r", shape=(header["n_tokens"],))
+    if from_disk:  # freshly written ids were checked above
+        _check_ids_fit(tokens, tokenizer.vocab_size, bin_path)
+    return tokens
+
+
+def _check_ids_fit(tokens: np.ndarray, vocab_size: int, bin_path: Path) -> None:
+    """An id past the vocabulary would fail deep inside the embedding at some later step: refuse it now.
+
+    One pass over the mapped ids (about a second per GB), done on every load because
+    caches over ``VERIFY_LIMIT`` are not checksummed and a header can be edited.
+    """
+    largest = int(tokens.max())
+    if largest >= vocab_size:
+        raise DataError(
+            f"the token cache {bin_path} holds id {largest}, but the tokenizer has only {vocab_size} ids; "
+            f"delete {bin_path} and {bin_path.with_suffix('.json')} so that it is rebuilt, or use the tokenizer "
+            "that wrote it"
+        )

@@ -9,9 +9,9 @@ and Windows.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,18 +19,17 @@ from typing import IO
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success it replaces ``path`` atomically."""
-    path = Path(path)
+def _replacing(path: Path) -> Iterator[Path]:
+    """The one skeleton of every atomic write: yield a temporary path beside ``path``, then rename it over.
+
+    The caller fills and fsyncs the temporary file; on success it replaces ``path``
+    atomically and the rename is made durable, on any failure (or kill signal turned
+    exception) the temporary file is removed and ``path`` is untouched.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp creates owner-only files; give the result the permissions open() would have.
-    os.chmod(tmp, 0o666 & ~_umask())
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -39,11 +38,17 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def _umask() -> int:
-    """The process's umask (reading it means setting it, so set it straight back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path`` atomically."""
+    with _replacing(Path(path)) as tmp:
+        # O_EXCL: never write through a file (or link) that is already there. The permissions are
+        # what open() would give (0o666 less the umask), which os.open applies itself.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -72,8 +77,7 @@ def atomic_link_or_copy(src: str | Path, dst: str | Path) -> None:
     is copied. Either way the new ``dst`` appears in one rename.
     """
     src, dst = Path(src), Path(dst)
-    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with _replacing(dst) as tmp:
         try:
             os.link(src, tmp)
         except OSError:
@@ -81,18 +85,21 @@ def atomic_link_or_copy(src: str | Path, dst: str | Path) -> None:
                 shutil.copyfileobj(fin, fout, 1 << 20)
                 fout.flush()
                 os.fsync(fout.fileno())
-        os.replace(tmp, dst)
-        _fsync_dir(dst.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks so a large file does not fill memory."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """Delete the temporary files that writers killed mid-write left in ``folder``.
 
-    ``atomic_open`` names its temporary files ``.<target>.<random>.tmp``; a process
+    The atomic writers name their temporary files ``.<target>.<random>.tmp``; a process
     killed before the rename leaves one behind, as large as the file it was writing.
     Call this only where no other process is writing (e.g. a run's own checkpoint
     folder when the run starts).
