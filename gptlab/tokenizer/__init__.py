@@ -11,20 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from gptlab.tokenizer.base import Tokenizer, TokenizerError
+from gptlab.tokenizer.bpe import BPETokenizer
 from gptlab.tokenizer.char import CharTokenizer
 from gptlab.tokenizer.gpt2 import GPT2Tokenizer
 
 _KINDS: dict[str, type[Tokenizer]] = {
     CharTokenizer.kind: CharTokenizer,
     GPT2Tokenizer.kind: GPT2Tokenizer,
+    BPETokenizer.kind: BPETokenizer,
 }
-
-try:  # the from-scratch BPE lives in its own module
-    from gptlab.tokenizer.bpe import BPETokenizer
-
-    _KINDS[BPETokenizer.kind] = BPETokenizer
-except ImportError:  # pragma: no cover - only while bpe.py is being written
-    BPETokenizer = None  # type: ignore[assignment,misc]
 
 
 def register_tokenizer(cls: type[Tokenizer]) -> type[Tokenizer]:

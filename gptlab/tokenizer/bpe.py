@@ -38,9 +38,15 @@ from gptlab.tokenizer.bpe_format import (
     read_tiktoken_file,
     tiktoken_file_text,
     to_json_dict,
+    verify_settings_checksum,
     vocab_from_merges,
 )
-from gptlab.tokenizer.bpe_patterns import compile_pattern, fix_surrogates, resolve_pattern
+from gptlab.tokenizer.bpe_patterns import (
+    LOSSLESS_PATTERNS,
+    compile_pattern,
+    fix_surrogates,
+    resolve_pattern,
+)
 from gptlab.tokenizer.bpe_train import count_chunks, learn_merges
 
 EOT = "<|endoftext|>"
@@ -53,6 +59,8 @@ _CACHE_CHUNK_CHARS = 64
 _CACHE_MAX_ENTRIES = 200_000
 # The trainer stores token ids as characters (chr), so ids stop at the last code point.
 _MAX_VOCAB = 0x110000
+# How far past the ordinary tokens a special token's id may lie (tiktoken's own leave gaps of ~20).
+MAX_SPECIAL_GAP = 1 << 16
 
 
 class BPETokenizer(Tokenizer):
@@ -101,6 +109,10 @@ class BPETokenizer(Tokenizer):
         self._tiktoken: Any = None  # built on first use; False once it failed
         self._threads = max(1, os.cpu_count() or 1)
         self._fingerprint: str | None = None
+        # A custom split pattern passed the ASCII probe of compile_pattern; each encoding also
+        # checks that it kept every byte (the known patterns match all text by construction).
+        self._check_kept = self.pattern_regex not in LOSSLESS_PATTERNS
+        self._byte_lengths: list[int] | None = None
 
     # ------------------------------------------------------------ building
 
@@ -204,29 +216,50 @@ class BPETokenizer(Tokenizer):
         ``engine="auto"`` uses tiktoken's Rust engine built from our ranks when it can,
         else the pure-Python encoder; both return the same ids.
         """
-        if engine == "python":
-            return self.encode_python(text, allowed_special=allowed_special)
-        enc = self._engine(engine)
+        enc = None if engine == "python" else self._engine(engine)
         if enc is None:
-            return self.encode_python(text, allowed_special=allowed_special)
-        allowed = self._allowed(allowed_special)
-        if not allowed:
-            return enc.encode_ordinary(text)
-        return enc.encode(text, allowed_special=allowed, disallowed_special=())
+            ids = self.encode_python(text, allowed_special=allowed_special)
+        elif not self._allowed(allowed_special):
+            ids = enc.encode_ordinary(text)
+        else:
+            ids = enc.encode(text, allowed_special=self._allowed(allowed_special), disallowed_special=())
+        if self._check_kept:
+            self._refuse_lost_text(text, ids)
+        return ids
 
     def encode_batch(
         self, texts: list[str], *, allowed_special: AllowedSpecial = "all", engine: Engine = "auto"
     ) -> list[list[int]]:
         """Encode many texts on all cores (tiktoken's threads release the GIL)."""
         enc = None if engine == "python" else self._engine(engine)
-        if enc is None:
-            return [self.encode_python(t, allowed_special=allowed_special) for t in texts]
         allowed = self._allowed(allowed_special)
-        if not allowed:
-            return enc.encode_ordinary_batch(texts, num_threads=self._threads)
-        return enc.encode_batch(
-            texts, num_threads=self._threads, allowed_special=allowed, disallowed_special=()
-        )
+        if enc is None:
+            batch = [self.encode_python(t, allowed_special=allowed_special) for t in texts]
+        elif not allowed:
+            batch = enc.encode_ordinary_batch(texts, num_threads=self._threads)
+        else:
+            batch = enc.encode_batch(
+                texts, num_threads=self._threads, allowed_special=allowed, disallowed_special=()
+            )
+        if self._check_kept:
+            for text, ids in zip(texts, batch):
+                self._refuse_lost_text(text, ids)
+        return batch
+
+    def _refuse_lost_text(self, text: str, ids: list[int]) -> None:
+        """Refuse an encoding whose tokens hold fewer bytes than the text: the split pattern skipped some."""
+        if self._byte_lengths is None:
+            self._byte_lengths = [0] * self.vocab_size
+            for i, token in self._decoder.items():
+                self._byte_lengths[i] = len(token)
+        kept = sum(map(self._byte_lengths.__getitem__, ids))
+        given = len(fix_surrogates(text).encode("utf-8"))
+        if kept != given:
+            raise TokenizerError(
+                f"the split pattern {self.pattern_regex!r} skipped {given - kept} of the {given} bytes of the "
+                "text, which encoding would silently drop; fix the tokenizer's pattern_regex so that its "
+                "alternatives match all text (e.g. end it with |\\s+|\\S)"
+            )
 
     def encode_python(self, text: str, *, allowed_special: AllowedSpecial = "all") -> list[int]:
         """The reference encoder: special tokens, then the split regex, then BPE by rank."""
@@ -334,7 +367,9 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "tokenizer data") -> BPETokenizer:
-        return cls(**parse_json_dict(data, source, cls.kind))
+        tokenizer = cls(**parse_json_dict(data, source, cls.kind))
+        verify_settings_checksum(data, source)  # after the fields' own checks, which name the field
+        return tokenizer
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (the JSON, the source of truth) and ``<path>.tiktoken`` beside it.
@@ -409,6 +444,12 @@ def _check_special_tokens(
         if i < len(ranks):
             raise TokenizerError(
                 f"special token {s!r} has id {i}, which an ordinary token already uses; give it an id >= {len(ranks)}"
+            )
+        if i >= len(ranks) + MAX_SPECIAL_GAP:
+            # The model's embedding gets max id + 1 rows: id 3e9 would ask for hundreds of GB.
+            raise TokenizerError(
+                f"special token {s!r} has id {i:,}, far past the {len(ranks):,} ordinary tokens, and the model "
+                f"would need an embedding row for every id below it; give it an id below {len(ranks) + MAX_SPECIAL_GAP:,}"
             )
         if s.encode("utf-8") in ranks:
             raise TokenizerError(

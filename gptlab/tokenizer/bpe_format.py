@@ -22,11 +22,16 @@ with GPT-2's printable alphabet, see ``bpe_patterns.byte_to_unicode``)::
       "Ġ t",
       "h e",
       ...
+     ],
+     "settings_sha256": "41ab..."
+    }
 
 ``byte_order`` says which byte each of the ids 0..255 stands for: ``null`` for id ==
 byte value (tokenizers trained here), ``"gpt2"`` for GPT-2's order, or a list of 256
-byte values. ``n_merges`` and ``merges_sha256`` catch a file that was truncated or
-edited: delete the checksum to accept a deliberate edit.
+byte values. ``n_merges`` and ``merges_sha256`` catch a file whose merges were truncated
+or edited, ``settings_sha256`` one whose split pattern, special tokens or byte order were
+(together they cover every field that decides the ids): delete a checksum to accept a
+deliberate edit. Files without ``settings_sha256`` (written before it existed) still load.
 
 tiktoken's ranks file (``.tiktoken``) is one ``base64(token_bytes) id`` per line.
 """
@@ -129,6 +134,27 @@ def merges_checksum(lines: list[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
+# The fields besides the merges that change which ids a text gets: ``settings_sha256`` covers
+# them as ``merges_sha256`` covers the merges, so together they cover the whole encoding.
+SETTINGS_FIELDS = ("pattern_regex", "special_tokens", "byte_order")
+
+
+def settings_checksum(data: dict[str, Any]) -> str:
+    settings = {key: data.get(key) for key in SETTINGS_FIELDS}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def verify_settings_checksum(data: dict[str, Any], source: str) -> None:
+    """Refuse a file whose split pattern, special tokens or byte order were edited after saving."""
+    checksum = data.get("settings_sha256")
+    if checksum is not None and checksum != settings_checksum(data):
+        raise TokenizerError(
+            f"{source}: pattern_regex, special_tokens or byte_order do not match their checksum "
+            "(settings_sha256), so the file was edited or damaged; restore it, or delete the "
+            "'settings_sha256' field if the edit was deliberate"
+        )
+
+
 # ---------------------------------------------------------------- gptlab JSON
 
 
@@ -148,7 +174,7 @@ def to_json_dict(
         order = _GPT2_BYTE_ORDER
     else:
         order = list(byte_order)
-    return {
+    data = {
         "kind": kind,
         "format_version": FORMAT_VERSION,
         "pattern": pattern,
@@ -159,6 +185,8 @@ def to_json_dict(
         "merges_sha256": merges_checksum(lines),
         "merges": lines,
     }
+    data["settings_sha256"] = settings_checksum(data)
+    return data
 
 
 def parse_json_dict(data: Any, source: str, kind: str) -> dict[str, Any]:

@@ -64,15 +64,43 @@ def resolve_pattern(pattern: str | None) -> tuple[str | None, str]:
     return "custom", pattern
 
 
+# Every printable ASCII character and the usual whitespace: a split pattern must match all of it.
+_PROBE = "".join(chr(c) for c in range(32, 127)) + " \t\n\r  Hello, world! It's 42.\n"
+LOSSLESS_PATTERNS = frozenset((*PATTERNS.values(), NO_SPLIT_PATTERN))
+
+
 @cache
 def compile_pattern(pattern: str) -> regex.Pattern:
-    """Compile (once) a split regex, turning a syntax error into a TokenizerError."""
+    """Compile (once) a split regex; refuse a syntax error and a pattern that drops text.
+
+    Text between the pattern's matches is never encoded, so a pattern such as ``\\w+``
+    would silently lose every space and punctuation mark; a probe of ordinary ASCII
+    text catches that before any training or encoding (``BPETokenizer`` also checks
+    each custom-pattern encoding keeps every byte).
+    """
     try:
-        return regex.compile(pattern)
+        compiled = regex.compile(pattern)
     except regex.error as e:
         raise TokenizerError(
             f"the split pattern {pattern!r} is not a valid regex ({e}); fix it"
         ) from None
+    if pattern not in LOSSLESS_PATTERNS:
+        missed = uncovered_characters(compiled, _PROBE)
+        if missed:
+            raise TokenizerError(
+                f"the split pattern {pattern!r} does not match the characters {''.join(sorted(missed))!r}, "
+                "so encoding would silently drop them; add alternatives that cover all text "
+                "(e.g. end the pattern with |\\s+|\\S)"
+            )
+    return compiled
+
+
+def uncovered_characters(compiled: regex.Pattern, text: str) -> set[str]:
+    """The characters of ``text`` that fall between the matches of ``compiled``."""
+    covered = [False] * len(text)
+    for match in compiled.finditer(text):
+        covered[match.start() : match.end()] = [True] * (match.end() - match.start())
+    return {c for c, kept in zip(text, covered) if not kept}
 
 
 @cache

@@ -34,12 +34,16 @@ class CharTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return len(self.chars)
 
+    def unknown_characters(self, text: str) -> list[str]:
+        """The distinct characters of ``text`` outside this vocabulary, sorted (one pass over a set)."""
+        return sorted(set(text) - self._stoi.keys())
+
     def encode(self, text: str) -> list[int]:
         stoi = self._stoi
         try:
             return [stoi[c] for c in text]
         except KeyError:
-            unknown = sorted({c for c in text if c not in stoi})
+            unknown = self.unknown_characters(text)
             shown = ", ".join(repr(c) for c in unknown[:10])
             raise TokenizerError(
                 f"the text has {len(unknown)} character(s) this character-level tokenizer never saw "
