@@ -3,51 +3,47 @@
 Every preset in ``gptlab/conf/model/`` starts from this schema (``defaults: [schema, _self_]``),
 which gives two things a YAML file alone cannot:
 
-* every architecture option exists on every preset, so ``model.position=rope`` or
-  ``model.compile=true`` works on ``nano`` even though its file does not mention them;
+* every architecture option exists on every preset, so ``model.position=rope`` works on
+  ``nano`` even though its file does not mention it;
 * Hydra checks types while composing, so ``--multirun model.n_layer=two`` fails with
   Hydra's own message before any job of the sweep starts.
 
-The fields mirror ``gptlab.model.GPTConfig`` (a test keeps them in step); they are
-repeated here, torch-free, because registering the schema must not import the model.
-``vocab_size`` may be null: the training code fills it in from the tokenizer.
+The schema is derived from ``gptlab.model.GPTConfig``'s own dataclass fields (names,
+types, defaults), so a new model option needs no second edit here. The one difference:
+``vocab_size`` may be null, because the training code fills it in from the tokenizer.
+``gptlab/model/config.py`` imports nothing heavy, so registering stays torch-free.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import typing
+from typing import Any
+
+from gptlab.model.config import AttentionConfig, GPTConfig
 
 
-@dataclass
-class AttentionSchema:
-    backend: str = "sdpa"
-    n_kv_head: int | None = None
-    qk_norm: bool = False
-    logit_softcap: float | None = None
-    window: int | None = None
+def _schema_of(source: type, name: str, nested: dict[str, type], overrides: dict[str, tuple[Any, Any]]) -> type:
+    """A plain dataclass with ``source``'s fields, types and defaults (``nested`` swaps field types)."""
+    hints = typing.get_type_hints(source)
+    fields = []
+    for f in dataclasses.fields(source):
+        if f.name in overrides:
+            kind, default = overrides[f.name]
+            fields.append((f.name, kind, dataclasses.field(default=default)))
+        elif f.name in nested:
+            fields.append((f.name, nested[f.name], dataclasses.field(default_factory=nested[f.name])))
+        elif f.default is not dataclasses.MISSING:
+            fields.append((f.name, hints[f.name], dataclasses.field(default=f.default)))
+        else:
+            fields.append((f.name, hints[f.name], dataclasses.field(default_factory=f.default_factory)))
+    return dataclasses.make_dataclass(name, fields, namespace={"__module__": __name__})
 
 
-@dataclass
-class ModelSchema:
-    vocab_size: int | None = None
-    block_size: int = 1024
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True
-    attention: AttentionSchema = field(default_factory=AttentionSchema)
-    position: str = "learned"
-    rope_theta: float = 10000.0
-    norm: str = "layernorm"
-    norm_eps: float = 1e-5
-    mlp: str = "gelu"
-    mlp_ratio: float = 4.0
-    tie_embeddings: bool = True
-    logit_softcap: float | None = None
-    pad_vocab_multiple: int = 64
-    activation_checkpointing: bool = False
-    compile: bool = False
+AttentionSchema = _schema_of(AttentionConfig, "AttentionSchema", {}, {})
+ModelSchema = _schema_of(
+    GPTConfig, "ModelSchema", {"attention": AttentionSchema}, {"vocab_size": (int | None, None)}
+)
 
 
 def register_schemas() -> None:

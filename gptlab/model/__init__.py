@@ -3,12 +3,23 @@
 Read in this order: ``config.py`` (what can be configured), ``layers.py`` (norms, MLPs,
 rotary positions), ``attention.py``, ``kv_cache.py``, ``gpt.py``, then ``hf.py`` for
 Hugging Face GPT-2 weights.
+
+``config.py`` is torch-free and imported at once; the modules with tensors are imported
+on first use of their names, so that reading a model config (Hydra's ``model`` schema is
+derived from ``GPTConfig`` whenever gptlab is imported) does not import torch.
 """
 
-from gptlab.model.attention import CausalSelfAttention, SelfAttention
+from typing import Any
+
 from gptlab.model.config import AttentionConfig, GPTConfig, ModelConfigError
-from gptlab.model.gpt import GPT, Block
-from gptlab.model.kv_cache import KVCache
+
+_LAZY = {
+    "CausalSelfAttention": "gptlab.model.attention",
+    "SelfAttention": "gptlab.model.attention",
+    "GPT": "gptlab.model.gpt",
+    "Block": "gptlab.model.gpt",
+    "KVCache": "gptlab.model.kv_cache",
+}
 
 __all__ = [
     "GPT",
@@ -20,3 +31,11 @@ __all__ = [
     "ModelConfigError",
     "SelfAttention",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
