@@ -55,12 +55,24 @@ class OutOfMemory(ConfigError):
         return cls(f"out of memory on {device}; to use less: " + "; ".join(fixes))
 
 
+# What torch's CPU allocator says when malloc fails (c10/core/impl/alloc_cpu.cpp), and what
+# Python says for a failed allocation of its own (MemoryError has no message of its kind).
+_CPU_OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """True for an accelerator's out-of-memory error (CUDA raises its own type, MPS a RuntimeError)."""
+    """True for running out of memory: CUDA's own error type, MPS's and the CPU allocator's RuntimeError."""
     oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
     if oom_type is not None and isinstance(error, oom_type):
         return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower() and "MPS" in str(error)
+    if isinstance(error, MemoryError):
+        return True
+    if not isinstance(error, RuntimeError):
+        return False
+    message = str(error)
+    if any(text in message for text in _CPU_OOM_MESSAGES):
+        return True
+    return "out of memory" in message.lower() and "MPS" in message
 
 
 def total_grad_norm(parameters) -> torch.Tensor | None:
@@ -184,9 +196,6 @@ def _last_checkpoint(trainer: L.Trainer) -> str:
 
 def _say(line: str) -> None:
     """Print without tearing Lightning's progress bar."""
-    try:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        tqdm.write(line, file=sys.stderr)
-    except ImportError:  # pragma: no cover
-        print(line, file=sys.stderr, flush=True)
+    tqdm.write(line, file=sys.stderr)
