@@ -23,7 +23,7 @@ from tests.conftest import REPO, TINY_OVERRIDES, compose_train
 
 WRITER = """
 import sys, torch
-from gptlab.training.checkpointing import AtomicCheckpointIO
+from gptlab.training.checkpoint_io import AtomicCheckpointIO
 io, path, megabytes = AtomicCheckpointIO(), sys.argv[1], int(sys.argv[2])
 io.save_checkpoint({"version": "old", "w": torch.arange(10)}, path)
 big = {"version": "new", "w": [torch.ones(1 << 18) for _ in range(megabytes)]}  # 1 MiB each
@@ -93,7 +93,7 @@ def test_the_best_by_validation_survives_pruning(tmp_path):
     names = {p.name for p in (run / "checkpoints").iterdir()}
     assert names == {"last.ckpt", "step000006.ckpt", f"step{best_step:06d}.ckpt"}, (names, val)
     state = next(v for k, v in torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"].items()
-                 if k.startswith("RunCheckpoint"))
+                 if k.startswith("CheckpointSchedule"))
     assert os.path.basename(state["best_model_path"]) in names
     assert abs(float(state["best_model_score"]) - val[val_step]) < 1e-6
 

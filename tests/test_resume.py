@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from gptlab.errors import ConfigError
-from gptlab.train import merge_overrides, train
+from gptlab.train import train
+from gptlab.training.run import merge_overrides
 from tests.conftest import REPO, TINY_OVERRIDES, compose_train
 
 N = 8  # steps of the whole run; the kill comes after the checkpoint at N/2

@@ -14,7 +14,7 @@ import torch
 
 from gptlab.checkpoint import CheckpointError
 from gptlab.train import train
-from gptlab.training.checkpointing import AtomicCheckpointIO
+from gptlab.training.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import TINY_OVERRIDES, compose_train
 
 

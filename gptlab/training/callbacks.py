@@ -13,6 +13,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from gptlab.errors import TrainingInterrupted
+
 
 class Throughput(L.Callback):
     """Logs tokens/s, the learning rate, cumulative tokens, training FLOPs and wall time, and MFU.
@@ -33,29 +35,22 @@ class Throughput(L.Callback):
         self._window_tokens = 0
         self._t0: float | None = None
         self._flops_per_token: float | None = None
-        self._elapsed_before = 0.0  # wall time of the run before a resume (from the checkpoint)
-        self._start: float | None = None
         self._seen_step = -1
 
     def state_dict(self) -> dict[str, float]:
-        """Saved in checkpoints, so a resumed run keeps counting tokens, FLOPs and time from
-        where it stopped (compute-matched comparisons read these columns)."""
-        return {"tokens": float(self.tokens), "wall_time": self._elapsed()}
+        """Saved in checkpoints, so a resumed run keeps counting tokens and FLOPs from where it
+        stopped (compute-matched comparisons read these columns)."""
+        return {"tokens": float(self.tokens)}
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.tokens = int(state_dict.get("tokens", 0))
-        self._elapsed_before = float(state_dict.get("wall_time", 0.0))
-
-    def _elapsed(self) -> float:
-        running = time.perf_counter() - self._start if self._start is not None else 0.0
-        return self._elapsed_before + running
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = getattr(pl_module, "model", None)
         block = getattr(getattr(pl_module, "config", None), "block_size", None)
         if model is not None and hasattr(model, "flops_per_token") and block:
             self._flops_per_token = float(model.flops_per_token(block))
-        self._t0 = self._start = time.perf_counter()
+        self._t0 = time.perf_counter()
         self._seen_step = trainer.global_step  # no optimizer step yet (nonzero after a resume)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -74,7 +69,7 @@ class Throughput(L.Callback):
         metrics = {
             "perf/tokens_per_sec": tokens_per_sec,
             "train/tokens": float(self.tokens),
-            "train/wall_time": self._elapsed(),
+            "train/wall_time": wall_time(pl_module),
         }
         if trainer.optimizers:
             metrics["train/lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
@@ -86,15 +81,22 @@ class Throughput(L.Callback):
         self._t0, self._window_tokens = now, 0
 
 
+def wall_time(pl_module: L.LightningModule) -> float:
+    """The run's seconds of training so far, across resumes (the module keeps the one clock)."""
+    clock = getattr(pl_module, "wall_time", None)
+    return float(clock()) if callable(clock) else 0.0
+
+
 def _log_straight(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     """Hand ``metrics`` to the loggers directly, as Lightning's LearningRateMonitor does.
 
-    ``self.log`` costs ~1.4 ms a metric here (Lightning deep-copies each metric's
-    metadata on every call): for five metrics every 10 steps, ~1% of a shakespeare_char
-    step. The rows get the step number Lightning gives the step's own metrics, and the
-    values also go into ``callback_metrics`` so ``summary.json`` and sweeps still see them.
+    ``self.log`` deep-copies each metric's metadata on every call, which costs more than
+    the rest of the loop's bookkeeping for a small model (RESULTS.md, loop overhead). The
+    rows get the step number Lightning gives the step's own metrics (steps done so far,
+    counted from 0, once the step that just finished is counted), and the values also go
+    into ``callback_metrics`` so ``summary.json`` and sweeps still see them.
     """
-    step = trainer.fit_loop.epoch_loop._batches_that_stepped
+    step = trainer.global_step - 1
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=step)
     trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
@@ -112,21 +114,8 @@ class RunSummary(L.Callback):
         self.output_file = output_file
         self.params: int | None = None
         self.flops_per_token: float | None = None
-        self._elapsed_before = 0.0
-        self._start: float | None = None
-
-    def state_dict(self) -> dict[str, float]:
-        return {"wall_time": self._elapsed()}
-
-    def load_state_dict(self, state_dict: dict[str, float]) -> None:
-        self._elapsed_before = float(state_dict.get("wall_time", 0.0))
-
-    def _elapsed(self) -> float:
-        running = time.perf_counter() - self._start if self._start is not None else 0.0
-        return self._elapsed_before + running
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
         model = getattr(pl_module, "model", None)
         if model is None or not hasattr(model, "num_parameters"):
             return
@@ -144,13 +133,13 @@ class RunSummary(L.Callback):
                 logger.experiment.summary.update(info)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, "finished")
+        self._write(trainer, pl_module, "finished")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._write(trainer, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+        self._write(trainer, pl_module, "interrupted" if isinstance(exception, (KeyboardInterrupt, TrainingInterrupted)) else "failed")
 
     @rank_zero_only
-    def _write(self, trainer: L.Trainer, status: str) -> None:
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str) -> None:
         if not self.output_file:
             return
         import json
@@ -165,7 +154,7 @@ class RunSummary(L.Callback):
             "params": self.params,
             "flops_per_token": self.flops_per_token,
             "global_step": int(trainer.global_step),
-            "wall_time": round(self._elapsed(), 3),
+            "wall_time": round(wall_time(pl_module), 3),
             "metrics": metrics,
         }
         atomic_write_text(Path(self.output_file), json.dumps(summary, indent=2) + "\n")
@@ -237,9 +226,6 @@ def _wandb_loggers(trainer: L.Trainer) -> list:
 
 def _print_above_bar(line: str) -> None:
     """Print without tearing Lightning's tqdm progress bar."""
-    try:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        tqdm.write(line)
-    except ImportError:  # pragma: no cover
-        print(line, flush=True)
+    tqdm.write(line)

@@ -21,21 +21,22 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import lightning as L
 import torch
 
-from gptlab.errors import ConfigError
+from gptlab.errors import GptlabError
 
 # How far (in nats) the smoothed loss may rise above ln(vocab_size) before we call it diverged.
 DIVERGENCE_MARGIN = 1.0
 
 
-class TrainingDiverged(ConfigError):
+class TrainingDiverged(GptlabError):
     """A non-finite loss, gradient or learning rate; the message names where and what to change."""
 
 
-class OutOfMemory(ConfigError):
+class OutOfMemory(GptlabError):
     """The accelerator ran out of memory; the message names the settings that use less."""
 
     @classmethod
@@ -185,10 +186,10 @@ def _describe(loss_values: list[float], grad_norm: float, batches: list[int]) ->
 
 
 def _last_checkpoint(trainer: L.Trainer) -> str:
-    from pathlib import Path
+    from gptlab.training.checkpoint_schedule import schedule_of
 
-    callback = trainer.checkpoint_callback
-    path = getattr(callback, "last_model_path", None) or getattr(callback, "_last_checkpoint_saved", None)
+    schedule = schedule_of(trainer)
+    path = schedule.last_model_path if schedule is not None else None
     if path and Path(path).is_file():
         return f"the last good checkpoint is {path} (resume from it with ckpt_path={path})"
     return "no checkpoint was saved before it"

@@ -1,4 +1,4 @@
-"""Logger builders that need a decision at run time (wandb's mode and group, CSV resume).
+"""The wandb logger: offline by itself, grouped by sweep, resumable, uploading checkpoints.
 
 wandb's table and parallel-coordinates views can only group runs by *flat* config keys,
 and they only show a sweep together when its runs share a ``group``; both are decided
@@ -7,12 +7,16 @@ here so that ``logger=wandb`` needs no other setting.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from gptlab.training.run import OVERRIDE_FILES, WANDB_RUN_ID
+from gptlab.utils.trees import flatten
 
 # The resolved config, flattened, goes to wandb; the tokenizer's own state (a BPE's merges
 # can be megabytes) does not: its kind and vocabulary size say all a comparison needs.
@@ -28,22 +32,6 @@ def wandb_has_credentials() -> bool:
         return "api.wandb.ai" in netrc.read_text()
     except OSError:
         return False
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
-    """``{"model": {"n_layer": 4}}`` -> ``{"model.n_layer": 4}``; lists stay values.
-
-    The dotted keys are the ones a user types on the command line (``model.n_layer=4``),
-    so a wandb column reads exactly like the override that produced it.
-    """
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, name, sep))
-        else:
-            flat[name] = value
-    return flat
 
 
 def sweep_group(run_dir: str | Path, max_depth: int = 3) -> str | None:
@@ -64,7 +52,7 @@ def run_overrides(run_dir: str | Path) -> list[str]:
     """The command-line overrides of the job that writes to ``run_dir`` (Hydra's record)."""
     import yaml
 
-    for name in ("overrides.yaml", ".hydra/overrides.yaml"):  # gptlab's record (resumes), then Hydra's
+    for name in OVERRIDE_FILES:  # gptlab's record (resumes), then Hydra's
         path = Path(run_dir) / name
         if path.is_file():
             return [str(o) for o in yaml.safe_load(path.read_text()) or []]
@@ -93,6 +81,15 @@ def wandb_hparams(params: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def finish_wandb() -> None:
+    """Close the wandb run, if one is open, so the next job of a multirun starts its own."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 def new_run_id(length: int = 8) -> str:
     """A wandb-style run id (lowercase letters and digits); ``wandb.util.generate_id`` moved
     between wandb releases, so gptlab makes its own."""
@@ -100,7 +97,8 @@ def new_run_id(length: int = 8) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | None = None, **kwargs: Any):
+def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | None = None,
+                 log_model: bool | str = False, **kwargs: Any):
     """A Lightning ``WandbLogger`` that goes offline by itself and groups sweeps.
 
     ``offline=None`` means: offline if ``WANDB_MODE=offline`` or no credentials are found,
@@ -109,8 +107,15 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | 
     ``group=None`` puts the jobs of one sweep in one group named after the sweep folder
     (see ``sweep_group``); a name sets it explicitly. The config sent to wandb is the
     flattened resolved config (``wandb_hparams``) plus the job's ``overrides``.
+
+    ``log_model=true`` uploads the best and the last checkpoint when training ends,
+    ``all`` every checkpoint as it is saved. gptlab's checkpoint schedule is not
+    Lightning's ``ModelCheckpoint``, so the upload is done here, through wandb's own API,
+    when the schedule reports a saved checkpoint (``checkpoint_saved``).
     """
     from lightning.pytorch.loggers import WandbLogger
+
+    kept: dict[str, tuple[str, float, bool]] = {}  # log_model=true: the best and the last checkpoint
 
     class GptlabWandbLogger(WandbLogger):
         def log_hyperparams(self, params: Any) -> None:
@@ -118,20 +123,22 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | 
                 params = {**wandb_hparams(params), "overrides": run_overrides(save_dir)}
             super().log_hyperparams(params)
 
-        def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-            """``log_model=true`` uploads the checkpoints a run *ends* with; ``all`` each one as saved.
+        def checkpoint_saved(self, path: str, score: float, is_best: bool) -> None:
+            if log_model == "all":
+                upload_checkpoint(self.experiment, path, score, ["latest", "best"] if is_best else ["latest"])
+            elif log_model:
+                kept["last"] = (path, score, is_best)
+                if is_best:
+                    kept["best"] = (path, score, True)
 
-            gptlab's checkpoint callback keeps every save from Lightning's bookkeeping
-            (``save_top_k=-1``) and prunes files itself, which would otherwise make
-            Lightning upload every checkpoint at once, including ones about to be deleted.
-            """
-            if self._log_model == "all":
-                self._scan_and_log_checkpoints(checkpoint_callback)
-            elif self._log_model:
-                self._checkpoint_callbacks[id(checkpoint_callback)] = checkpoint_callback
-
-        def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
-            log_checkpoint_artifacts(self, checkpoint_callback)
+        def finalize(self, status: str) -> None:
+            if log_model and log_model != "all" and status == "success":
+                best, last = kept.get("best"), kept.get("last")
+                if best and (not last or best[0] != last[0]):
+                    upload_checkpoint(self.experiment, best[0], best[1], ["best"])
+                if last:
+                    upload_checkpoint(self.experiment, last[0], last[1], ["latest", "best"] if last[2] else ["latest"])
+            super().finalize(status)
 
     if offline is None:
         offline = os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") or not wandb_has_credentials()
@@ -139,7 +146,7 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | 
         os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    id_file = Path(save_dir) / "wandb_run_id.txt"
+    id_file = Path(save_dir) / WANDB_RUN_ID
     if id_file.is_file():
         run_id = id_file.read_text().strip()
     else:
@@ -153,66 +160,21 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | 
         kwargs["tags"] = list(kwargs["tags"])
     if group:
         kwargs["group"] = group
-    # Lightning refuses log_model with offline=True, yet an offline wandb run can stage
-    # artifacts for `wandb sync`; WANDB_MODE=offline (set above) keeps the run offline.
-    lightning_offline = offline and not kwargs.get("log_model")
-    return GptlabWandbLogger(save_dir=save_dir, offline=lightning_offline, id=run_id, resume="allow", **kwargs)
+    return GptlabWandbLogger(save_dir=save_dir, offline=bool(offline), id=run_id, resume="allow", **kwargs)
 
 
-def log_checkpoint_artifacts(logger: Any, checkpoint_callback: Any) -> None:
-    """Lightning's checkpoint upload, minus its two failure modes with gptlab's checkpoints.
+def upload_checkpoint(run: Any, path: str, score: float, aliases: list[str]) -> None:
+    """One checkpoint as a wandb model artifact (staged for ``wandb sync`` when offline).
 
-    A checkpoint saved between validations has no score yet (``inf``), which wandb's
+    A checkpoint saved between validations has no score (``inf``), which wandb's
     artifact metadata refuses (JSON has no infinity): it is sent as ``null``. A file
-    pruned since it was listed is skipped instead of failing the upload.
+    pruned since it was saved is skipped.
     """
-    import math
-
     import wandb
-    from lightning.pytorch.loggers.utilities import _scan_checkpoints
 
-    for mtime, path, score, _tag in _scan_checkpoints(checkpoint_callback, logger._logged_model_time):
-        if not Path(path).is_file():
-            continue
-        value = score.item() if hasattr(score, "item") else score
-        metadata = {
-            "score": value if isinstance(value, (int, float)) and math.isfinite(value) else None,
-            "original_filename": Path(path).name,
-            "monitor": getattr(checkpoint_callback, "monitor", None),
-            "mode": getattr(checkpoint_callback, "mode", None),
-        }
-        if not logger._checkpoint_name:
-            logger._checkpoint_name = f"model-{logger.experiment.id}"
-        artifact = wandb.Artifact(name=logger._checkpoint_name, type="model", metadata=metadata)
-        artifact.add_file(path, name="model.ckpt", policy=logger.add_file_policy)
-        aliases = ["latest", "best"] if path == checkpoint_callback.best_model_path else ["latest"]
-        logger.experiment.log_artifact(artifact, aliases=aliases)
-        logger._logged_model_time[path] = mtime
-
-
-def csv_logger(save_dir: str, name: str = "", version: str = ""):
-    """Lightning's CSV logger, except that a resumed run appends to its ``metrics.csv``.
-
-    Lightning's own writer deletes an existing ``metrics.csv`` when it starts, so a run
-    resumed in its own folder would lose the history before the resume.
-    """
-    import csv
-
-    from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-
-    class AppendingWriter(ExperimentWriter):
-        def _check_log_dir_exists(self) -> None:
-            if self._fs.isfile(self.metrics_file_path):
-                with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                    self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
-
-    class AppendingCSVLogger(CSVLogger):
-        @property
-        def experiment(self) -> ExperimentWriter:
-            if self._experiment is None:
-                self._fs.makedirs(self.root_dir, exist_ok=True)
-                self._experiment = AppendingWriter(log_dir=self.log_dir)
-            return self._experiment
-
-    return AppendingCSVLogger(save_dir=save_dir, name=name, version=version)
+    if not Path(path).is_file():
+        return
+    metadata = {"score": score if math.isfinite(score) else None, "original_filename": Path(path).name}
+    artifact = wandb.Artifact(name=f"model-{run.id}", type="model", metadata=metadata)
+    artifact.add_file(path, name="model.ckpt")
+    run.log_artifact(artifact, aliases=aliases)

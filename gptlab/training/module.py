@@ -22,6 +22,7 @@ Metrics, per optimizer step (handed to Lightning on the steps it writes: every
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import lightning as L
@@ -43,6 +44,7 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 # isinstance hooks, and Lightning assigns ``_current_fx_name`` around every hook, ~44 times
 # a step. Skipping the checks for these names took Lightning's cost over a bare loop from
 # 2.5 to 0.7-0.9 ms a step on a 2-core CPU (benchmarks/loop_overhead.py).
+# ``_current_fx_name`` is Lightning's own name: listing it here is the only way to skip the checks.
 _PLAIN_STEP_ATTRIBUTES = frozenset({"_current_fx_name", "train_batches", "last_train_loss", "unclipped_grad_norm"})
 
 
@@ -70,6 +72,8 @@ class GPTLightningModule(L.LightningModule):
         # Set by TrainingGuard after backward: this step's total gradient norm, reused for clipping.
         self.unclipped_grad_norm: torch.Tensor | None = None
         self.last_train_loss: torch.Tensor | None = None  # the latest batch's loss (detached)
+        self._wall_time_before = 0.0  # seconds of training before a resume (from the checkpoint)
+        self._started: float | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PLAIN_STEP_ATTRIBUTES:
@@ -90,6 +94,21 @@ class GPTLightningModule(L.LightningModule):
             self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Validate after the last step too: stop through Lightning's public flag, which does so.
+
+        Without it a run whose ``max_steps`` is not a multiple of ``val_check_interval``
+        (a short sweep job) would end without any validation score to report. When a
+        validation is due at the last step anyway, nothing changes.
+        """
+        trainer = self.trainer
+        if not 0 < trainer.max_steps <= trainer.global_step:
+            return
+        every = trainer.val_check_batch  # training batches between validations (inf: none planned)
+        batches = trainer.global_step * trainer.accumulate_grad_batches
+        if every is None or math.isinf(every) or batches % int(every):
+            trainer.should_stop = True
+
     def logs_this_step(self) -> bool:
         """Whether this optimizer step's metrics reach the loggers: hand them over only then.
 
@@ -98,12 +117,23 @@ class GPTLightningModule(L.LightningModule):
         rest of Lightning's loop for the shakespeare_char model). So the per-step metrics
         are logged on the steps that are written, and on the last step.
         """
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         if trainer is None:
             return True
         step = trainer.global_step + 1  # the step being taken (global_step counts finished ones)
         every = trainer.log_every_n_steps
         return (every > 0 and step % every == 0) or step == trainer.max_steps
+
+    def _attached_trainer(self) -> L.Trainer | None:
+        try:
+            return self.trainer
+        except RuntimeError:  # not attached (a notebook or a test calling the module directly)
+            return None
+
+    def wall_time(self) -> float:
+        """Seconds of training so far, over every launch of the run (validation included)."""
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self._wall_time_before + running
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -111,12 +141,13 @@ class GPTLightningModule(L.LightningModule):
 
     # -- exact resume -----------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gptlab"] = {"train_batches": self.train_batches, "rng": capture_rng_state()}
+        checkpoint["gptlab"] = {"train_batches": self.train_batches, "rng": capture_rng_state(), "wall_time": self.wall_time()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Continue the data stream where the checkpoint stopped (the loaders are built after this)."""
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         state = checkpoint.get("gptlab") or {}
+        self._wall_time_before = float(state.get("wall_time", 0.0))
         accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
         # Checkpoints from before the counter existed: every step drew accumulate_grad_batches batches.
         self.train_batches = int(state.get("train_batches", checkpoint.get("global_step", 0) * accumulate))
@@ -127,6 +158,7 @@ class GPTLightningModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         """Restore the generators only now: setting up the loaders and the loop draws nothing after this."""
+        self._started = time.perf_counter()
         if self._rng_to_restore is not None:
             restore_rng_state(self._rng_to_restore)
             self._rng_to_restore = None

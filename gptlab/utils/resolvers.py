@@ -1,7 +1,7 @@
 """OmegaConf resolvers used by gptlab's configs, registered when gptlab is imported.
 
 ``${gptlab_run_dir:<default>}`` is ``hydra.run.dir``'s value: the ``resume=<run folder>``
-when a run is resumed, so it keeps writing (and logging) in the folder it started in,
+when a run is resumed (``resume=auto`` resumes the run folder given), so it keeps writing (and logging) in the folder it started in,
 and ``<default>`` (a new time-stamped folder under ``outputs/``) otherwise. Without it,
 every resume would leave behind a new folder holding nothing but Hydra's records.
 """
@@ -16,7 +16,7 @@ def run_dir(default: str, *, _root_: Any) -> str:
     from omegaconf import OmegaConf
 
     resume = OmegaConf.select(_root_, "resume", default=None)
-    return str(resume) if resume else default
+    return str(resume) if resume and resume != "auto" else default
 
 
 def register_resolvers() -> None:

@@ -1,0 +1,105 @@
+"""Build a training run's objects from its config: the module, the Trainer and what plugs into it.
+
+Kept apart from ``train.py`` so that the entry point reads as compose, check, build,
+fit. Everything is built with ``hydra.utils.instantiate`` (``_target_``), so a new
+callback, logger or optimizer is a YAML entry, not a change here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from gptlab.errors import ConfigError
+from gptlab.training.trainer import GPTLAB_TRAINER_KEYS
+
+log = logging.getLogger("gptlab.train")
+# Keys of the data group that gptlab reads itself (the DataModule never sees them).
+GPTLAB_DATA_KEYS = ("global_batch_tokens",)
+
+
+def build_datamodule(cfg: DictConfig) -> Any:
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in GPTLAB_DATA_KEYS:
+        data.pop(key, None)  # type: ignore[union-attr]
+    return hydra.utils.instantiate(data)
+
+
+def build_module(cfg: DictConfig, model_config: dict[str, Any], tokenizer: Any) -> Any:
+    from gptlab.training.module import GPTLightningModule
+
+    return GPTLightningModule(
+        model_config=model_config,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+        tokenizer=tokenizer.to_dict(),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_trainer(cfg: DictConfig, first_callbacks: list[Any]) -> Any:
+    """The Trainer with the config's callbacks and loggers, the atomic checkpoint writer and
+    ``metrics.csv`` beside any other logger (the run folder's own record of the metrics)."""
+    from lightning.fabric.plugins import CheckpointIO
+
+    from gptlab.training.checkpoint_io import AtomicCheckpointIO
+    from gptlab.training.metrics_csv import MetricsCSV
+    from gptlab.training.precision import slow_precision_warning
+
+    kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
+    for key in GPTLAB_TRAINER_KEYS:
+        kwargs.pop(key, None)
+    plugins = kwargs.pop("plugins", None) or []
+    plugins = [hydra.utils.instantiate(p) for p in (plugins if isinstance(plugins, list) else [plugins])]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    loggers = _build_all(cfg.get("logger"))
+    if loggers and not any(isinstance(lg, MetricsCSV) for lg in loggers):
+        loggers.insert(0, MetricsCSV(cfg.paths.output_dir))
+    callbacks = [*first_callbacks, *_build_all(cfg.get("callbacks"))]
+    trainer = hydra.utils.instantiate(kwargs, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    _derive_accumulation(cfg, trainer)
+    slow = slow_precision_warning(trainer.precision, trainer.strategy.root_device)
+    if slow and trainer.is_global_zero:
+        log.warning(slow)  # on the console and in the run's train.log
+    return trainer
+
+
+def _build_all(group: DictConfig | None) -> list[Any]:
+    return [hydra.utils.instantiate(c) for c in (group or {}).values() if c is not None]
+
+
+def _derive_accumulation(cfg: DictConfig, trainer: Any) -> None:
+    """``data.global_batch_tokens``: the tokens of one optimizer step, over every device.
+
+    Divided by the micro-batch (``data.batch_size`` x ``data.block_size``) and the
+    world size it gives the gradient-accumulation steps; a value that does not divide
+    exactly is refused rather than rounded.
+    """
+    total = cfg.data.get("global_batch_tokens")
+    if total is None:
+        return
+    micro = int(cfg.data.batch_size) * int(cfg.data.block_size) * int(trainer.world_size)
+    given = int(cfg.trainer.get("accumulate_grad_batches") or 1)
+    if not isinstance(total, int) or total < 1 or total % micro:
+        raise ConfigError(
+            f"data.global_batch_tokens={total} is not a multiple of data.batch_size x data.block_size x devices "
+            f"= {cfg.data.batch_size} x {cfg.data.block_size} x {trainer.world_size} = {micro}; "
+            f"use a multiple such as {max(1, round(total / micro)) * micro}"
+        )
+    if given != 1 and given != total // micro:
+        raise ConfigError(
+            f"data.global_batch_tokens={total} asks for {total // micro} accumulation steps, but "
+            f"trainer.accumulate_grad_batches={given}; set only one of them"
+        )
+    trainer.accumulate_grad_batches = total // micro
+
+
+def batch_line(cfg: DictConfig, trainer: Any) -> str:
+    """The batch arithmetic of one optimizer step, as printed at the start."""
+    acc, world = int(trainer.accumulate_grad_batches), int(trainer.world_size)
+    b, t = int(cfg.data.batch_size), int(cfg.data.block_size)
+    return f"{b} sequences x {t} tokens x {world} devices x {acc} accumulated = {b * t * world * acc:,} tokens per step"
