@@ -29,6 +29,8 @@ import errno
 import functools
 import json
 import math
+import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -76,13 +78,20 @@ def user_message(error: BaseException) -> str | None:
 
 
 def _os_message(error: OSError) -> str:
-    where = error.filename if error.filename is not None else None
+    where = _written_file(error.filename) if error.filename is not None else None
     problem, fix = _OS_ERRORS.get(error.errno, (f"failed: {error.strerror or error}", "check the path and the disk"))
     if where is None:
         return f"a file {problem} ({error.strerror}); {fix}"
     if error.filename2 is not None and error.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
         where = error.filename2  # os.replace(tmp, target): the target is what the user named
     return f"{where} {problem}; {fix}"
+
+
+def _written_file(name: Any) -> str:
+    """The file the user named, for the temporary file an atomic write makes beside it."""
+    path = Path(os.fsdecode(name)) if isinstance(name, (str, bytes, os.PathLike)) else None
+    found = re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]+\.tmp", path.name) if path is not None else None
+    return str(path.with_name(found.group(1))) if found else str(name)
 
 
 def _is_safetensors_error(error: BaseException) -> bool:

@@ -122,3 +122,59 @@ def test_cli_prints_the_numbers_and_user_errors_without_traceback(checkpoint, tm
     bad = subprocess.run([*run, f"ckpt={tmp_path}/missing.ckpt"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert [line for line in bad.stderr.splitlines() if line.startswith("error:")][0].count("does not exist") == 1
+
+
+# --- nothing silently wrong, nothing lost ------------------------------------------------
+
+def _damaged_copy(checkpoint: Path, folder: Path, change) -> Path:
+    data = torch.load(checkpoint, weights_only=True)
+    data.pop("gptlab_checksum", None)  # the damage is in the values themselves, not a flipped bit
+    change(data["state_dict"])
+    torch.save(data, folder / "damaged.ckpt")
+    return folder / "damaged.ckpt"
+
+
+def test_non_finite_weights_are_refused_not_scored_as_infinity(checkpoint, tmp_path):
+    from gptlab.checkpoint import CheckpointError
+
+    def nan(state):
+        state["model.transformer.h.0.mlp.c_fc.weight"][0, 0] = float("nan")
+
+    damaged = _damaged_copy(checkpoint, tmp_path, nan)
+    with pytest.raises(CheckpointError, match="weights are not finite .*transformer.h.0.mlp.c_fc.weight"):
+        evaluate(compose_evaluate([f"ckpt={damaged}", "progress=false"]))
+
+    def huge(state):  # every weight finite, but the outputs overflow: the loss is not a number
+        state["model.transformer.wte.weight"].fill_(3e38)
+
+    damaged = _damaged_copy(checkpoint, tmp_path, huge)
+    with pytest.raises(CheckpointError, match="loss of .* is not finite"):
+        evaluate(compose_evaluate([f"ckpt={damaged}", "progress=false"]))
+    assert not list(tmp_path.glob("*.json"))  # no JSON with "perplexity": Infinity
+
+
+def _evaluate_cli(checkpoint: Path, cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    corpus = cwd / "short.txt"
+    corpus.write_text("To be, or not to be, that is the question.\n" * 30)
+    return subprocess.run([sys.executable, "-m", "gptlab.evaluate", f"ckpt={checkpoint}", "data=local",
+                           f"data.path={corpus}", "progress=false", *overrides], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_numbers_are_printed_even_when_the_json_cannot_be_written(checkpoint, tmp_path):
+    """output= a folder, or a read-only folder: the score is on stdout, stderr says where it failed."""
+    from tests.disk_faults import read_only_folder
+
+    (tmp_path / "results").mkdir()
+    out = _evaluate_cli(checkpoint, tmp_path, f"output={tmp_path / 'results'}")
+    assert out.returncode == 1 and "perplexity" in out.stdout and "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: the numbers above were not saved: output={tmp_path / 'results'} is a folder; "
+                      f"give a file path, e.g. output={tmp_path / 'results'}/eval.json"]
+    with read_only_folder(tmp_path) as folder:
+        out = _evaluate_cli(checkpoint, tmp_path, f"output={folder / 'e.json'}")
+        assert out.returncode == 1 and "perplexity" in out.stdout and "Traceback" not in out.stderr
+        error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and "the numbers above were not saved" in error[0] and str(folder / "e.json") in error[0]
+        assert list(folder.iterdir()) == []

@@ -136,7 +136,19 @@ def bad_files(tmp_path_factory):
     (d / "notes.txt").write_text("not a checkpoint")
     torch.save({"weights": torch.zeros(2)}, d / "other.ckpt")
     write_checkpoint(d / "no_tokenizer.ckpt", None)
+    (d / "latin1.txt").write_bytes("ROMEO: caf\xe9\n".encode("latin-1"))
+    nan = torch.load(write_checkpoint(d / "nan.ckpt", CharTokenizer.from_corpus(CORPUS)), weights_only=True)
+    nan["state_dict"]["model.transformer.h.0.mlp.c_fc.weight"][0, 0] = float("nan")
+    torch.save(nan, d / "nan.ckpt")
+    (d / "hf_no_config").mkdir()
     return d
+
+
+def test_smallest_temperature_still_samples(ckpt):
+    """The smallest temperature allowed keeps the logits finite: it samples (as greedy would)."""
+    tiny, _, _ = run(f"ckpt={ckpt}", "prompt=ROMEO:", "sampler.temperature=1e-6", "max_new_tokens=12", "seed=2")
+    greedy, _, _ = run(f"ckpt={ckpt}", "prompt=ROMEO:", "sampler=greedy", "max_new_tokens=12")
+    assert tiny[0]["completion"] == greedy[0]["completion"]
 
 
 @pytest.mark.parametrize(
@@ -157,6 +169,13 @@ def bad_files(tmp_path_factory):
         (["ckpt={ckpt}", "prompt_file={d}/nope.txt"], "prompt_file"),
         (["ckpt={ckpt}", "dtype=float8"], "dtype"),
         (["ckpt={ckpt}", "num_samples=0"], "num_samples"),
+        (["ckpt={ckpt}", "sampler.temperature=1e-45"], "temperature=1e-45"),
+        (["ckpt={ckpt}", "prompt_file={d}/latin1.txt"], "is not UTF-8 text"),
+        (["ckpt={ckpt}", "device=meta"], "device=meta holds no data"),
+        (["ckpt={ckpt}", "device=banana"], "is not a device"),
+        (["ckpt={ckpt}", "output={d}"], "is a folder"),
+        (["ckpt={d}/nan.ckpt"], "weights are not finite"),
+        (["hf={d}/hf_no_config"], "no config.json"),
     ],
 )
 def test_bad_input_is_one_clear_line(ckpt, bad_files, overrides, message):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import pytest
+
+from gptlab.errors import ConfigError
 from gptlab.tokenize import tokenize
 from gptlab.tokenizer import BPETokenizer
 from gptlab.train import train
@@ -31,3 +35,13 @@ def test_tokenize_saves_a_bpe_that_training_loads(tmp_path):
     train(cfg)
     stored = json.loads((tmp_path / "run" / "tokenizer.json").read_text())
     assert stored["kind"] == "bpe" and len(stored["merges"]) == 300 - 256 - 1
+
+
+def test_output_a_folder_is_refused_before_training(tmp_path):
+    (tmp_path / "tokenizers").mkdir()
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="output=.*tokenizers is a folder; give a file path, e.g. output=.*tokenizer.json"):
+        tokenize(compose_tokenize(["tokenizer.vocab_size=300", "tokenizer.progress=false",
+                                   f"output={tmp_path / 'tokenizers'}"], tmp_path / "tok"))
+    assert time.perf_counter() - start < 5  # refused at once, not after training
+    assert list((tmp_path / "tokenizers").iterdir()) == []
