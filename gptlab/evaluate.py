@@ -15,6 +15,12 @@ token ids are cut into consecutive, non-overlapping windows of the model's
                 loss, comparable between tokenizers
 
 The text is tokenized with the checkpoint's own tokenizer (cached like training data).
+``ckpt=`` takes anything ``gptlab.checkpoint.load_model`` reads (a ``.ckpt``, an export
+or a Hugging Face GPT-2 folder). Weights that are not finite, or a loss that is not, are
+refused in one sentence instead of reported as ``"perplexity": Infinity``. The command
+prints the numbers before it writes the JSON: when the JSON cannot be written (a
+read-only folder, ``output=`` a folder, a full disk) the numbers are already on stdout,
+one ``error:`` line on stderr says where they could not go, and the exit status is 1.
 ``evaluate(cfg)`` does the work and returns the numbers; ``main`` is the Hydra wrapper.
 """
 

@@ -19,6 +19,10 @@ Newlines: a shell and Hydra pass ``\n`` through as two characters, so in ``promp
 and ``\\`` mean newline, tab and a backslash (``"sampler.stop=['\n\n']"`` ends a
 sample at a blank line).
 
+``ckpt=`` takes anything ``gptlab.checkpoint.load_model`` reads (a ``.ckpt`` or an export
+folder); ``hf=`` insists on a Hugging Face GPT-2 folder. ``device=`` accepts auto, cpu,
+cuda[:N] or mps (``gptlab.utils.device``).
+
 Without a seed, a fresh one is drawn and recorded in the ``output`` file's settings, so
 any sample can be repeated. ``run_cli(cfg)`` does the work and returns the exit code
 (tests call it with a config from ``hydra.compose``); ``main`` is the thin Hydra wrapper.
