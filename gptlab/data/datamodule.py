@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gptlab.data.loader_settings import check_num_workers
+from gptlab.data.names import check_plain_name
 from gptlab.data.sources import DataError, default_cache_dir, download, embedded_text, read_local
 from gptlab.data.token_cache import cached_tokens
 from gptlab.data.windows import RandomWindows
@@ -84,10 +85,11 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
             raise DataError(f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
-        if block_size < 1 or batch_size < 1 or val_batches < 1:
-            raise DataError("data.block_size, data.batch_size and data.val_batches must all be at least 1")
+        for key, value in (("block_size", block_size), ("batch_size", batch_size), ("val_batches", val_batches)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DataError(f"data.{key}={value!r} must be a positive whole number (at least 1)")
         check_num_workers(num_workers)
-        self.name = name
+        self.name = check_plain_name("data.name", name, "my_corpus")  # it becomes a cache file name
         self.block_size = block_size
         self.batch_size = batch_size
         self.source = source

@@ -1,5 +1,5 @@
 """The check of ``data.num_workers``, kept free of Lightning so config validation can
-run it before Lightning is imported (``gptlab/validate.py``) and the DataModule can run
+run it before Lightning is imported (``gptlab/training/preflight.py``) and the DataModule can run
 the same check when it is built directly."""
 
 from __future__ import annotations
