@@ -242,3 +242,66 @@ def test_tiktoken_file_that_is_not_bpe(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(TokenizerError, match="cannot be built from two tokens"):
         BPETokenizer.from_tiktoken_file(path)
+
+
+# ------------------------------------------------------------------ fields that change the encoding
+
+
+def test_an_edited_split_pattern_breaks_its_checksum(saved):
+    """merges_sha256 did not cover pattern_regex: an edited regex loaded silently."""
+    _rewrite(saved, lambda d: d.__setitem__("pattern_regex", r"\w+|\s+|[^\w\s]+"))
+    with pytest.raises(TokenizerError, match=r"do not match their checksum \(settings_sha256\)"):
+        BPETokenizer.load(saved)
+
+
+def test_an_edited_special_token_breaks_its_checksum(saved):
+    _rewrite(saved, lambda d: d["special_tokens"].__setitem__(EOT, d["special_tokens"][EOT] + 1))
+    with pytest.raises(TokenizerError, match="settings_sha256"):
+        BPETokenizer.load(saved)
+
+
+def test_a_split_pattern_that_drops_text_is_refused_on_load(saved):
+    """A pattern_regex that matched only words silently dropped 95% of the probe's text."""
+    def edit(d):
+        d.pop("settings_sha256")  # a deliberate edit, the checksum removed
+        d["pattern_regex"] = r"\w+"
+
+    _rewrite(saved, edit)
+    with pytest.raises(TokenizerError, match=r"does not match the characters .* silently drop them") as caught:
+        BPETokenizer.load(saved)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_custom_pattern_that_drops_unseen_characters_is_refused_when_encoding(tok):
+    """The ASCII probe passes; the per-encoding byte count catches what it cannot see."""
+    ascii_only = BPETokenizer(tok.merges, pattern=r"[\x00-\x7f]+")
+    assert ascii_only.decode(ascii_only.encode("plain text")) == "plain text"
+    for engine in ("python", "auto"):
+        with pytest.raises(TokenizerError, match=r"skipped 2 of the 6 bytes"):
+            ascii_only.encode("h\u00e9llo", engine=engine)
+        with pytest.raises(TokenizerError, match="skipped"):
+            ascii_only.encode_batch(["ok", "h\u00e9llo"], engine=engine)
+
+
+def test_the_fingerprint_covers_the_split_pattern(tok):
+    """The token-cache key is the fingerprint: another pattern must never reuse the cached ids."""
+    other = BPETokenizer(tok.merges, pattern="gpt2", special_tokens=tok.special_tokens)
+    assert other.fingerprint() != tok.fingerprint()
+
+
+def test_a_special_token_id_far_past_the_vocabulary_is_refused(saved, tok):
+    """Id 3,000,000,000 made the model ask for a 12-512 GB embedding table."""
+    def edit(d):
+        d.pop("settings_sha256")
+        d["special_tokens"] = {EOT: 3_000_000_000}
+
+    _rewrite(saved, edit)
+    with pytest.raises(TokenizerError, match=r"special token '<\|endoftext\|>' has id 3,000,000,000, far past"):
+        BPETokenizer.load(saved)
+    near = BPETokenizer(tok.merges, special_tokens={EOT: len(tok.vocab) + 20})  # tiktoken-style gaps still load
+    assert near.vocab_size == len(tok.vocab) + 21
+
+
+def test_a_file_written_before_settings_sha256_still_loads(saved, tok):
+    _rewrite(saved, lambda d: d.pop("settings_sha256"))
+    assert BPETokenizer.load(saved).merges == tok.merges

@@ -115,3 +115,16 @@ def test_wrong_type_is_refused_while_composing(tmp_path):
 
     with pytest.raises(ConfigCompositionException, match="n_layer"):
         compose_train(["model.n_layer=two"], tmp_path / "run")
+
+
+def test_registering_the_model_schema_does_not_import_torch():
+    """The schema is derived from GPTConfig, and ``import gptlab`` registers it: that must stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gptlab; from gptlab.schema import ModelSchema; from gptlab.model import GPTConfig; "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(sorted(ModelSchema.__dataclass_fields__) == "
+            "sorted(GPTConfig.__dataclass_fields__))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"

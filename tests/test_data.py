@@ -17,7 +17,7 @@ from gptlab.data import (
     download,
     embedded_text,
 )
-from gptlab.tokenizer import CharTokenizer
+from gptlab.tokenizer import CharTokenizer, TokenizerError
 from tests.conftest import SHAKESPEARE, needs_shakespeare
 
 
@@ -269,3 +269,57 @@ def test_training_with_workers_matches_training_without(tmp_path):
     (losses0, state0), (losses2, state2) = runs[0], runs[2]
     assert len(losses0) == 6 and losses0 == losses2
     assert all(torch.equal(state0[k], state2[k]) for k in state0)
+
+
+def test_a_cache_name_with_path_parts_is_refused_where_the_path_is_built(tmp_path):
+    """data.name=../../escaped wrote the cache outside the cache folder."""
+    with pytest.raises(DataError, match=r"data\.name='\.\./\.\./escaped' must be a plain name"):
+        make_dm(tmp_path, name="../../escaped")
+    tok = CharTokenizer.from_corpus("abc")
+    with pytest.raises(DataError, match="must be a plain name"):
+        cached_tokens("abcabc", tok, tmp_path / "cache", "../../escaped-train")
+    assert not any(tmp_path.rglob("*.bin"))
+
+
+def test_a_cache_whose_ids_exceed_the_vocabulary_is_refused_in_one_sentence(tmp_path):
+    """A consistent header and checksum around ids past the vocabulary failed deep in the embedding."""
+    tok = CharTokenizer.from_corpus("abc")
+    cached_tokens("abcabc", tok, tmp_path, "x")
+    (bin_path,) = (tmp_path / "tokens").glob("*.bin")
+    (meta_path,) = (tmp_path / "tokens").glob("*.json")
+    data = np.array([0, 1, 2, 0, 1, 60000], dtype=np.uint16).tobytes()
+    bin_path.write_bytes(data)
+    meta = json.loads(meta_path.read_text())
+    meta["data_sha256"] = hashlib.sha256(data).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"holds id 60000, but the tokenizer has only 3 ids; delete .* rebuilt") as caught:
+        cached_tokens("abcabc", tok, tmp_path, "x")
+    assert "\n" not in str(caught.value)
+
+
+def test_resume_uses_the_saved_char_tokenizer_and_refuses_new_characters(tmp_path):
+    """Editing the corpus and resuming rebuilt a different character vocabulary (36 of 65 ids remapped)."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("hello world, hello there\n" * 20)
+    first = make_dm(tmp_path, source="file", path=str(corpus))
+    saved = first.build_tokenizer(CharTokenizer.from_corpus).to_dict()
+
+    corpus.write_text("Hello world, hello there\n" * 20)  # 'H' is new; 'h' still there
+    again = make_dm(tmp_path, source="file", path=str(corpus))
+    refitted = CharTokenizer.from_corpus(again.split_text()[0])
+    assert refitted.chars != saved["chars"]  # what a re-fit would silently have done
+    with pytest.raises(TokenizerError, match=r"1 character\(s\) that the run's saved character tokenizer does not know \('H'\)"):
+        again.use_saved_tokenizer(saved)
+
+    corpus.write_text("hello world, hello there\n" * 20)
+    unchanged = make_dm(tmp_path, source="file", path=str(corpus))
+    tok = unchanged.use_saved_tokenizer(saved)
+    assert tok.to_dict() == saved and unchanged.tokenizer is tok
+    unchanged.prepare_data()
+    assert tok.decode(unchanged.train_tokens[:5].tolist()) == "hello"
+
+
+@pytest.mark.parametrize(("key", "value"), [("batch_size", "abc"), ("batch_size", 0), ("block_size", 2.5), ("val_batches", -1)])
+def test_a_datamodule_built_directly_refuses_sizes_that_are_not_positive_integers(tmp_path, key, value):
+    with pytest.raises(DataError, match=f"data.{key}={value!r} must be a positive whole number"):
+        make_dm(tmp_path, **{key: value})
