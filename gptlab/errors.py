@@ -24,11 +24,6 @@ class ConfigError(GptlabError, ValueError):
     """A run config that cannot work (e.g. a model vocabulary smaller than the tokenizer's)."""
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Kept for callers not yet moved to ``GptlabError`` (``except user_errors()`` still works)."""
-    return (GptlabError,)
-
-
 class TrainingInterrupted(Exception):
     """The run was stopped by a signal after saving a checkpoint; ``resume=`` continues it.
 

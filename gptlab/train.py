@@ -52,7 +52,6 @@ def _train(cfg: DictConfig, folder: runs.RunFolder, checkpoint: Path | None, ove
     import torch
 
     from gptlab.checkpoint import read_checkpoint
-    from gptlab.tokenizer import tokenizer_from_dict
 
     saved = read_checkpoint(checkpoint, mmap=True) if checkpoint and checkpoint.is_file() else None
     step = int(saved.get("global_step", 0)) if saved else None  # where a resumed run continues
@@ -67,9 +66,10 @@ def _train(cfg: DictConfig, folder: runs.RunFolder, checkpoint: Path | None, ove
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build.build_datamodule(cfg)
     saved_tokenizer = (saved or {}).get("hyper_parameters", {}).get("tokenizer")
-    # A resumed run keeps the tokenizer it was trained with, whatever the corpus says now.
-    tokenizer = tokenizer_from_dict(dict(saved_tokenizer)) if saved_tokenizer else hydra.utils.instantiate(cfg.tokenizer)
-    tokenizer = datamodule.build_tokenizer(tokenizer)
+    if saved_tokenizer:  # a resumed run keeps the tokenizer it was trained with
+        tokenizer = datamodule.use_saved_tokenizer(saved_tokenizer)
+    else:
+        tokenizer = datamodule.build_tokenizer(hydra.utils.instantiate(cfg.tokenizer))
     datamodule.prepare_data()  # tokenize (cached) before the model: too-small corpora fail fast
     model_config = check_vocab(tokenizer.vocab_size, cfg.model)
     if saved is not None and checkpoint is not None and step is not None:

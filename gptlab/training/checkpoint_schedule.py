@@ -154,13 +154,19 @@ class CheckpointSchedule(L.Callback):
         if name is None:
             return
         for logger in trainer.loggers:  # metrics.csv must not lag behind the checkpoint
-            logger.save()
+            (getattr(logger, "flush", None) or logger.save)()
         self.saved[name] = self._score_of(self._saved_step)
         io = trainer.strategy.checkpoint_io
         held = io.take_held() if isinstance(io, AtomicCheckpointIO) else None
         if held is not None:
             checkpoint, path = held
-            checkpoint.setdefault("callbacks", {})[self.state_key] = self.state_dict()  # now with its score
+            # The callbacks' states as of now: after every callback has seen the step (this one's
+            # with the step's score), as a checkpoint taken after the step's last hook would hold.
+            states = checkpoint.setdefault("callbacks", {})
+            for callback in trainer.callbacks:
+                state = callback.state_dict()
+                if state:
+                    states[callback.state_key] = state
             io.write(checkpoint, path)
         path, last = self.dirpath / name, self.dirpath / LAST_CHECKPOINT
         if path.is_dir():  # a sharded checkpoint (FSDP state_dict_type=sharded) is a folder: write it again

@@ -9,7 +9,7 @@ written on Lightning's public ``Logger`` interface:
   throughput), so the file reads like a table of steps;
 * appends finished rows to the file, and when a new column appears rewrites it to a
   temporary file that replaces the old one atomically;
-* is flushed by the checkpoint schedule before every checkpoint, so the file holds
+* is flushed (``flush``) by the checkpoint schedule before every checkpoint, so the file holds
   every row up to the checkpoint a resumed run continues from; the run folder cuts
   the rows after it (``RunFolder.cut_metrics``) before the resumed run starts.
 
@@ -70,9 +70,6 @@ class MetricsCSV(Logger):
         row = self._pending.setdefault(step, {})
         for key, value in metrics.items():
             row[key] = float(value.item() if hasattr(value, "item") else value)
-        older = [s for s in self._pending if s < step]
-        if len(older) >= 16:  # rows of earlier steps are complete once a later step logs
-            self._write(sorted(older))
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
@@ -82,15 +79,26 @@ class MetricsCSV(Logger):
 
     @rank_zero_only
     def save(self) -> None:
-        """Write every pending row and make it durable (called before each checkpoint)."""
-        self._write(sorted(self._pending))
+        """Write the rows that are complete: every step before the newest one that logged.
+
+        Lightning calls this after each of its own ``log_metrics`` calls, when the
+        newest step may still get more metrics (its validation comes after its loss).
+        """
+        newest = max(self._pending, default=None)
+        self._write(sorted(s for s in self._pending if s != newest), durable=False)
+
+    @rank_zero_only
+    def flush(self) -> None:
+        """Write every pending row and make it durable (the checkpoint schedule calls it
+        before each checkpoint, when the step's metrics are all in)."""
+        self._write(sorted(self._pending), durable=True)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        self.save()
+        self.flush()
 
     # -- writing ------------------------------------------------------------------------
-    def _write(self, steps: list[int]) -> None:
+    def _write(self, steps: list[int], durable: bool) -> None:
         if not steps:
             return
         rows = [{"step": float(s), **self._pending.pop(s)} for s in steps]
@@ -104,8 +112,9 @@ class MetricsCSV(Logger):
         self._dir.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8", newline="") as f:
             f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
 
     def _header(self) -> list[str]:
         if self._columns is None:

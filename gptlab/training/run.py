@@ -114,8 +114,10 @@ def owned(folder: Path) -> Iterator[None]:
 
     Two runs writing one folder overwrite each other's checkpoints and interleave their
     metrics. A lock left by a killed process (same host, pid gone) is taken over with one
-    line saying so; a live one, or one from another host, is refused.
+    line saying so; a live one, or one from another host, is refused. A folder made here
+    for a run that is then refused before writing anything is removed again.
     """
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -147,6 +149,9 @@ def owned(folder: Path) -> Iterator[None]:
         if (_read_lock(path) or {}).get("pid") == me["pid"]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        if created:  # a run refused before it wrote anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _read_lock(path: Path) -> dict[str, Any] | None:
