@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from gptlab.analysis.report import Options, run_rows
+from gptlab.analysis.runs import read_run
 from gptlab.errors import ConfigError
 from gptlab.train import train
 from gptlab.training.metrics_csv import MetricsCSV
@@ -82,7 +84,10 @@ def test_every_launch_records_command_commit_packages_host_and_world_size(tmp_pa
                                     capture_output=True, text=True).stdout.strip())
         assert first["git_dirty"] is dirty
         assert (run / "provenance.diff").is_file() is dirty
-        assert read_commit(run) == head.stdout.strip()[:12] + ("+" if dirty else "")
+        commit = head.stdout.strip()[:12] + ("+" if dirty else "")
+        assert read_commit(run) == commit
+        [row] = run_rows([read_run(run)], Options())  # what python -m gptlab.compare tabulates
+        assert row["commit"] == commit
 
 
 # -- resume=auto ---------------------------------------------------------------------------

@@ -203,6 +203,7 @@ def run_rows(runs: Sequence[Run], opts: Options) -> list[dict[str, Any]]:
         row["tokens/s"] = run.tokens_per_sec
         row["wall time (s)"] = run.wall_time
         row["params"] = run.params
+        row["commit"] = run.commit or ""
         row["status"] = "failed: " + run.error if run.error else run.summary.get("status", "")
         row["_score"] = score(run, opts)
         row["_failed"] = run.failed

@@ -21,14 +21,20 @@ from typing import Any
 import yaml
 
 from gptlab.analysis import CompareError
+from gptlab.training.run import (
+    CONFIG,
+    ERROR,
+    HPARAMS,
+    METRICS,
+    OVERRIDE_FILES,
+    RUN_MARKERS,
+    SUMMARY,
+    read_commit,
+)
+from gptlab.utils.trees import flatten
 
-# Files of which at least one marks a folder as a run folder.
-RUN_MARKERS = ("metrics.csv", "config.yaml", "summary.json", "error.txt")
 # Overrides that say where a run went or came from, not what it was.
 _LOCATION_PREFIXES = ("hydra.", "paths.", "hydra/", "resume", "ckpt_path")
-# Where a run's overrides are recorded: gptlab's own record (kept up to date when a run is
-# resumed with more overrides) first, then Hydra's record of the launch.
-OVERRIDE_FILES = ("overrides.yaml", ".hydra/overrides.yaml")
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Run:
     rows: list[dict[str, float]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    commit: str | None = None  # the git commit of the latest launch (``+``: uncommitted changes)
 
     @property
     def failed(self) -> bool:
@@ -176,17 +183,6 @@ def read_metrics_csv(path: Path) -> list[dict[str, float]]:
     return rows
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         return None
@@ -198,15 +194,15 @@ def _read_yaml(path: Path) -> Any:
 
 def read_run(path: Path, name: str | None = None) -> Run:
     """Everything a comparison needs from one run folder (missing files are simply absent)."""
-    config = _read_yaml(path / "config.yaml") or {}
+    config = _read_yaml(path / CONFIG) or {}
     overrides = next((o for f in OVERRIDE_FILES if (o := _read_yaml(path / f)) is not None), [])
     summary: dict[str, Any] = {}
-    if (path / "summary.json").is_file():
+    if (path / SUMMARY).is_file():
         try:
-            summary = json.loads((path / "summary.json").read_text())
+            summary = json.loads((path / SUMMARY).read_text())
         except json.JSONDecodeError:
             summary = {}
-    error_file = path / "error.txt"
+    error_file = path / ERROR
     error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() and error_file.read_text().strip() else None
     if error is None and error_file.is_file():
         error = "failed (empty error.txt)"
@@ -214,10 +210,11 @@ def read_run(path: Path, name: str | None = None) -> Run:
         name=name or path.name,
         path=path,
         overrides=parse_overrides(overrides if isinstance(overrides, list) else []),
-        config=_flatten(config) if isinstance(config, dict) else {},
-        rows=read_metrics_csv(path / "metrics.csv"),
+        config=flatten(config) if isinstance(config, dict) else {},
+        rows=read_metrics_csv(path / METRICS),
         summary=summary,
         error=error,
+        commit=read_commit(path),
     )
     if not run.params:
         run.summary.setdefault("params", _params_from_hparams(path))
@@ -227,7 +224,7 @@ def read_run(path: Path, name: str | None = None) -> Run:
 def _params_from_hparams(path: Path) -> int | None:
     """Older runs without ``summary.json``: count the parameters of the model described in
     ``hparams.yaml``, built on the meta device (no memory, no weights)."""
-    hparams = _read_yaml(path / "hparams.yaml")
+    hparams = _read_yaml(path / HPARAMS)
     if not isinstance(hparams, dict):
         return None
     if hparams.get("model/params"):
