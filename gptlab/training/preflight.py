@@ -97,6 +97,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _int_or(value: Any, default: int) -> int:
+    return value if _is_int(value) else default
+
+
 def _check_positive_int(key: str, value: Any, example: str, allow_null: bool = False) -> None:
     if value is None and allow_null:
         return
@@ -198,14 +202,15 @@ def _check_cpu_memory(cfg: DictConfig, model: GPTConfig) -> None:
         return
     memory = machine_memory_bytes()
     data = cfg.get("data") or {}
-    batch = data.get("batch_size") if _is_int(data.get("batch_size")) else 1
-    block = data.get("block_size") if _is_int(data.get("block_size")) else model.block_size
-    need = cpu_memory_floor(model, batch, block)
+    batch = _int_or(data.get("batch_size"), 1)
+    block = _int_or(data.get("block_size"), model.block_size)
+    processes = max(1, _int_or(trainer.get("devices"), 1))  # CPU DDP: one model per process
+    need = processes * cpu_memory_floor(model, batch, block)
     if memory is not None and need > memory:
         raise ConfigError(
             f"this model needs at least {need / 2**30:,.1f} GiB of memory on the CPU (model.block_size="
-            f"{model.block_size}, data.batch_size={batch}), more than this machine's {memory / 2**30:,.1f} GiB; "
-            "lower model.block_size or data.batch_size"
+            f"{model.block_size}, data.batch_size={batch}, {processes} process(es)), more than this machine's "
+            f"{memory / 2**30:,.1f} GiB; lower model.block_size or data.batch_size"
         )
 
 

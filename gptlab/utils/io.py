@@ -45,7 +45,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         # O_EXCL: never write through a file (or link) that is already there. The permissions are
         # what open() would give (0o666 less the umask), which os.open applies itself.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
