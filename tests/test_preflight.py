@@ -153,3 +153,18 @@ def test_spec_build_refuses_arbitrary_callables_and_builds_the_registered_ones(t
     model = torch.nn.Linear(2, 2)
     assert isinstance(build({"_target_": "torch.optim.SGD", "lr": 0.1}, model.parameters()), torch.optim.SGD)
     assert locate("gptlab.training.optim.adamw") is adamw
+
+
+def test_resume_after_the_corpus_gained_characters_is_refused_naming_them(tmp_path):
+    """The run's saved character tokenizer is the one used; a re-fit would remap the trained ids."""
+    from gptlab.tokenizer import TokenizerError
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 200)
+    base = [*TINY_OVERRIDES, "~callbacks.sample_text", "data=local", f"data.path={corpus}",
+            "trainer.max_steps=3", "trainer.val_check_interval=3"]
+    run = tmp_path / "run"
+    train(compose_train(base, run))
+    corpus.write_text("The quick brown fox jumps over the lazy dog!\n" * 200)  # 'T' and '!' are new
+    with pytest.raises(TokenizerError, match=r"2 character\(s\) that the run's saved character tokenizer does not know \('!', 'T'\)"):
+        train(compose_train([*base, "trainer.max_steps=6", f"resume={run}"], tmp_path / "unused"))
