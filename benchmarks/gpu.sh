@@ -8,7 +8,7 @@
 #    the H100/H200 dense bf16 peak (989 TFLOP/s). Then the same uncompiled, beside
 #    transformers' GPT2LMHeadModel.
 # 2. The Hydra CLI on the GPU: `python -m gptlab.train trainer=gpu model=gpt124m ...
-#    model.compile=true` for a few steps (tokenizer, data, fused AdamW, bf16, checkpoint,
+#    trainer.compile=true` for a few steps (tokenizer, data, fused AdamW, bf16, checkpoint,
 #    sample), offline: the Tiny Shakespeare text and GPT-2's ranks are read from
 #    GPTLAB_SEED_DIR (default .devdata/) when the caches are empty.
 # 3. The tests that only a GPU can run (a real CUDA out-of-memory error).
@@ -38,7 +38,7 @@ timeout 110 python benchmarks/train_throughput.py --case gpt124m_gpu --precision
     --steps 15 --rounds 2 --peak-gflops 989000 2>&1 | tee "$out/train_eager.txt" | grep -v Warning
 
 echo "== 2. the CLI on the GPU"
-timeout 150 python -m gptlab.train trainer=gpu model=gpt124m data=shakespeare tokenizer=gpt2 model.compile=true \
+timeout 150 python -m gptlab.train trainer=gpu model=gpt124m data=shakespeare tokenizer=gpt2 trainer.compile=true \
     data.batch_size=16 trainer.max_steps=40 trainer.val_check_interval=20 data.val_batches=4 \
     hydra.run.dir="$cache/run" 2>&1 | tee "$out/cli.txt" | tail -25
 ls -la "$cache/run/checkpoints" 2>&1 | tee -a "$out/cli.txt"

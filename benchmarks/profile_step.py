@@ -6,7 +6,7 @@
 A bare loop (the same step as ``train_throughput.py``'s) runs once per mode:
 
 * ``eager``       no torch.compile;
-* ``model``       ``model.compile()``: what ``model.compile=true`` does in training;
+* ``model``       ``model.compile()``: what ``trainer.compile=true`` does in training;
 * ``model+loss``  one compiled function from tokens to loss, so the logits' float cast,
                   log-softmax and their backward fuse into the graph.
 

@@ -63,10 +63,9 @@ def random_batches(vocab: int, batch: int, block: int, n: int, seed: int = 0) ->
 def gptlab_module(case: dict, compile_model: bool):
     from gptlab.training.module import GPTLightningModule
 
-    model_cfg = dict(case["model"], compile=compile_model)
     optimizer = {"_target_": "gptlab.training.optim.adamw", "lr": case["lr"], "betas": list(case["betas"]),
                  "weight_decay": 0.1}
-    return GPTLightningModule(model_cfg, optimizer, scheduler=None)
+    return GPTLightningModule(dict(case["model"]), optimizer, scheduler=None, compile=compile_model)
 
 
 class StepTimer:

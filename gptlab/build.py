@@ -37,6 +37,7 @@ def build_module(cfg: DictConfig, model_config: dict[str, Any], tokenizer: Any) 
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
         tokenizer=tokenizer.to_dict(),
         run_config=OmegaConf.to_container(cfg, resolve=True),
+        compile=bool(cfg.trainer.get("compile", False)),
     )
 
 

@@ -105,7 +105,7 @@ def test_model_schema_mirrors_gptconfig():
 
 def test_every_architecture_option_is_overridable_on_every_preset(tmp_path):
     for preset in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")):
-        cfg = compose_train([f"model={preset}", "model.compile=true", "model.position=rope",
+        cfg = compose_train([f"model={preset}", "model.position=rope",
                              "model.attention.n_kv_head=1", "model.norm=rmsnorm"], tmp_path / "run")
         assert cfg.model.position == "rope" and cfg.model.attention.n_kv_head == 1
 

@@ -199,3 +199,19 @@ def test_gptlab_reaches_no_private_lightning_attribute_without_saying_why():
                 if not said:
                     offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+# -- compile is how to train, not what the model is ------------------------------------------
+def test_trainer_compile_is_the_switch_and_old_checkpoints_with_model_compile_still_load(tmp_path):
+    from gptlab.checkpoint import load_model
+
+    run = tmp_path / "run"
+    train(compose_train([*QUIET, "trainer.max_steps=2"], run))
+    path = run / "checkpoints" / "last.ckpt"
+    data = torch.load(path, weights_only=True)
+    assert "compile" not in data["hyper_parameters"]["model_config"]
+    assert data["hyper_parameters"]["compile"] is False
+    data["hyper_parameters"]["model_config"]["compile"] = True  # as checkpoints before trainer.compile had it
+    data.pop("gptlab_checksum", None)
+    torch.save(data, tmp_path / "old.ckpt")
+    assert load_model(tmp_path / "old.ckpt").model_config.n_layer == 2

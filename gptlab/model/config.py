@@ -53,14 +53,16 @@ class AttentionConfig:
     window: int | None = None
 
 
+# Keys older checkpoints carry that are no longer the model's: ``compile`` is now trainer.compile.
+RETIRED_KEYS = ("compile",)
+
+
 @dataclass
 class GPTConfig:
     """All hyper-parameters that define a GPT; defaults are GPT-2 small (124M).
 
     Derived sizes (``head_size``, ``n_kv_head``, ``padded_vocab_size``,
     ``mlp_hidden_size``) are properties, so they can never disagree with the fields.
-    ``compile`` is a switch for the training code (``torch.compile``); the model
-    ignores it but stores it, so a checkpoint remembers how it was trained.
     """
 
     vocab_size: int = 50257
@@ -81,7 +83,6 @@ class GPTConfig:
     logit_softcap: float | None = None
     pad_vocab_multiple: int = 64
     activation_checkpointing: bool = False
-    compile: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.attention, Mapping):
@@ -192,7 +193,7 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
         """Build from a plain mapping (YAML, OmegaConf, a checkpoint); unknown keys are refused."""
-        return _build(cls, d, "model")
+        return _build(cls, {k: v for k, v in d.items() if k not in RETIRED_KEYS}, "model")
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-able dict; ``GPTConfig.from_dict(cfg.to_dict()) == cfg``."""

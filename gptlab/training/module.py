@@ -58,12 +58,13 @@ class GPTLightningModule(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         tokenizer: dict[str, Any] | None = None,
         run_config: dict[str, Any] | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.config = GPTConfig.from_dict(model_config)
         self.model = GPT(self.config)
-        if self.config.compile:
+        if compile:  # trainer.compile: how to train, not what the model is
             self.model.compile()  # in place: parameter names (and checkpoints) stay unchanged
         self.val_bytes_per_token: float | None = None
         self._val_losses: list[torch.Tensor] = []

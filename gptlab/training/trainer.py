@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 # Keys under `trainer:` that gptlab reads itself (train() and validate.py use the same list).
-GPTLAB_TRAINER_KEYS = ("skip_nonfinite",)
+GPTLAB_TRAINER_KEYS = ("skip_nonfinite", "compile")
 
 
 def lightning_trainer(**kwargs: Any) -> L.Trainer:
