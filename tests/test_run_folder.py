@@ -106,13 +106,13 @@ def test_resume_auto_starts_fresh_continues_and_refuses_a_finished_run(tmp_path)
 def test_global_batch_tokens_derives_the_accumulation_and_refuses_what_does_not_divide(tmp_path, capfd):
     # micro-batch 4 x 32 tokens on one device: 384 tokens a step is 3 accumulated micro-batches
     run = tmp_path / "run"
-    train(compose_train([*QUIET, "trainer.max_steps=2", "+data.global_batch_tokens=384"], run))
+    train(compose_train([*QUIET, "trainer.max_steps=2", "data.global_batch_tokens=384"], run))
     assert "4 sequences x 32 tokens x 1 devices x 3 accumulated = 384 tokens per step" in capfd.readouterr().out
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["gptlab"]["train_batches"] == 2 * 3
     with pytest.raises(ConfigError, match=r"global_batch_tokens=300 is not a multiple of .* = 128; use a multiple such as 256"):
-        train(compose_train([*QUIET, "+data.global_batch_tokens=300"], tmp_path / "bad"))
+        train(compose_train([*QUIET, "data.global_batch_tokens=300"], tmp_path / "bad"))
     with pytest.raises(ConfigError, match="set only one of them"):
-        train(compose_train([*QUIET, "+data.global_batch_tokens=384", "trainer.accumulate_grad_batches=2"],
+        train(compose_train([*QUIET, "data.global_batch_tokens=384", "trainer.accumulate_grad_batches=2"],
                             tmp_path / "both"))
 
 
