@@ -75,14 +75,14 @@ def _train(cfg: DictConfig, folder: runs.RunFolder, checkpoint: Path | None, ove
     if saved is not None and checkpoint is not None and step is not None:
         runs.check_resume_fits(checkpoint, dict(saved["hyper_parameters"]["model_config"]), model_config)
         runs.check_not_finished(checkpoint, step, int(cfg.trainer.max_steps))
-    module = build.build_module(cfg, model_config, tokenizer)
     guard = TrainingGuard(bool(cfg.trainer.get("skip_nonfinite", False)))
     trainer = build.build_trainer(cfg, first_callbacks=[StopOnSignal(), guard])
-    if trainer.is_global_zero:  # every check has passed: record the launch
-        folder.start_launch(OmegaConf.to_container(cfg, resolve=True), tokenizer, overrides,  # type: ignore[arg-type]
-                            int(trainer.world_size), str(trainer.strategy.root_device), resumed_step=step)
-        _announce(cfg, folder, module, tokenizer, trainer)
     try:
+        module = build.build_module(cfg, model_config, tokenizer)  # the model is allocated here
+        if trainer.is_global_zero:  # every check has passed: record the launch
+            folder.start_launch(OmegaConf.to_container(cfg, resolve=True), tokenizer, overrides,  # type: ignore[arg-type]
+                                int(trainer.world_size), str(trainer.strategy.root_device), resumed_step=step)
+            _announce(cfg, folder, module, tokenizer, trainer)
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None, weights_only=True)
     except Exception as e:
         if is_out_of_memory(e):

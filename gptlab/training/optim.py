@@ -2,8 +2,10 @@
 
 Weight decay goes to matrices only (linear and embedding weights, the tensors with
 two or more dimensions); biases and norm gains are left alone, as in nanoGPT and
-GPT-3. A new optimizer is a new function here (or anywhere importable) plus a YAML
-file in ``gptlab/conf/optimizer/`` naming it as ``_target_``.
+GPT-3. A new optimizer is a new function here plus a YAML file in
+``gptlab/conf/optimizer/`` naming it as ``_target_`` (a package of your own must first be
+allowed from code with ``gptlab.utils.spec.allow_targets``: config data never chooses
+what gets called).
 """
 
 from __future__ import annotations
