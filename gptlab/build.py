@@ -17,15 +17,10 @@ from gptlab.errors import ConfigError
 from gptlab.training.trainer import GPTLAB_TRAINER_KEYS
 
 log = logging.getLogger("gptlab.train")
-# Keys of the data group that gptlab reads itself (the DataModule never sees them).
-GPTLAB_DATA_KEYS = ("global_batch_tokens",)
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    for key in GPTLAB_DATA_KEYS:
-        data.pop(key, None)  # type: ignore[union-attr]
-    return hydra.utils.instantiate(data)
+    return hydra.utils.instantiate(cfg.data)
 
 
 def build_module(cfg: DictConfig, model_config: dict[str, Any], tokenizer: Any) -> Any:

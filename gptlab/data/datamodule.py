@@ -81,8 +81,12 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         pin_memory: bool | None = None,
         errors: str = "strict",
+        global_batch_tokens: int | None = None,
     ) -> None:
         super().__init__()
+        # Tokens of one optimizer step over every device: the Trainer's builder derives the
+        # gradient-accumulation steps from it (gptlab/build.py); the loaders serve micro-batches.
+        self.global_batch_tokens = global_batch_tokens
         if not 0.0 < val_fraction < 1.0:
             raise DataError(f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
         for key, value in (("block_size", block_size), ("batch_size", batch_size), ("val_batches", val_batches)):
