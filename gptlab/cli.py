@@ -154,6 +154,26 @@ def entry_point(fn: Callable[..., Any] | None = None, *, return_code: bool = Fal
     return wrapper
 
 
+def check_output_folder(argv: list[str]) -> None:
+    """Refuse, in one sentence, a run folder that cannot be written, before Hydra starts.
+
+    Hydra opens the run folder's ``train.log`` before any gptlab code runs, so a
+    read-only folder would otherwise end in Hydra's "Unable to configure handler 'file'".
+    The folder is ``hydra.run.dir`` (or ``hydra.sweep.dir``, or a ``resume=`` folder) when
+    given, else ``outputs/`` under the working directory.
+    """
+    given = {k: v for k, _, v in (a.lstrip("+").partition("=") for a in argv[1:])}
+    resume = given.get("resume")
+    target = given.get("hydra.run.dir") or given.get("hydra.sweep.dir") or (resume if resume not in (None, "auto") else None)
+    folder = Path(target or "outputs").expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is not a folder" if not existing.is_dir() else "cannot be written (read-only or no permission)"
+        print(f"error: cannot write the run folder {folder}: {existing} {problem}; "
+              "give a folder you may write with hydra.run.dir=<folder>", file=sys.stderr)
+        sys.exit(1)
+
+
 def _in_multirun() -> bool:
     if "hydra" not in sys.modules:
         return False

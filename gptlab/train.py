@@ -15,6 +15,7 @@ run continues is ``gptlab/training/run.py``; how objects are built, ``gptlab/bui
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab import build
-from gptlab.cli import entry_point
+from gptlab.cli import check_output_folder, entry_point
 from gptlab.errors import ConfigError
 from gptlab.training import run as runs
 from gptlab.training.preflight import check_vocab, validate_run_config
@@ -143,4 +144,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_output_folder(sys.argv)
     main()

@@ -215,3 +215,23 @@ def test_a_short_sweep_with_only_wandb_trains_validates_and_compares(tmp_path):
                           text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "model.n_layer" in done.stdout and "no metrics" not in done.stdout + done.stderr, done.stdout
+
+
+def test_a_full_disk_during_training_is_one_sentence_naming_the_checkpoint(tmp_path):
+    from tests.disk_faults import full_disk
+
+    with full_disk(tmp_path, size_kib=600) as disk:  # the run's small files fit, a checkpoint does not
+        code, log = finish(cli([*EXACT, "trainer.max_steps=4", f"hydra.run.dir={disk / 'run'}"]))
+        assert code == 1 and "Traceback" not in log, log[-3000:]
+        assert f"{disk / 'run' / 'checkpoints' / 'step000002.ckpt'} cannot be written: the disk is full" in log, log[-3000:]
+        assert not [p for p in (disk / "run" / "checkpoints").iterdir()], "a half-written checkpoint was left"
+
+
+def test_a_read_only_run_folder_is_one_sentence_before_any_work(tmp_path):
+    from tests.disk_faults import read_only_folder
+
+    with read_only_folder(tmp_path) as folder:
+        for where in (folder, folder / "new"):
+            code, log = finish(cli([*EXACT, f"hydra.run.dir={where}"]))
+            assert code == 1 and "Traceback" not in log and "Unable to configure" not in log, log[-3000:]
+            assert f"cannot write the run folder {where}" in log, log[-3000:]

@@ -9,6 +9,7 @@ and Windows.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -32,10 +33,32 @@ def _replacing(path: Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        failed = _write_failure(e, path)
+        if failed is not None:
+            raise failed from None
         raise
+
+
+def _write_failure(error: BaseException, path: Path) -> OSError | None:
+    """The failed write as an ``OSError`` naming ``path`` (what the user asked for), not the temporary file.
+
+    ``torch.save``'s zip writer reports a failed write (a full disk) as a ``RuntimeError``
+    ("PytorchStreamWriter failed writing file ... unexpected pos"); it becomes ENOSPC
+    when the disk is indeed (nearly) full, EIO otherwise.
+    """
+    if isinstance(error, OSError) and error.errno is not None and error.filename2 is None:
+        return OSError(error.errno, error.strerror, str(path))
+    if isinstance(error, RuntimeError) and ("PytorchStreamWriter" in str(error) or "unexpected pos" in str(error)):
+        try:
+            full = shutil.disk_usage(path.parent).free < (1 << 20)
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else errno.EIO
+        return OSError(code, os.strerror(code), str(path))
+    return None
 
 
 @contextlib.contextmanager
