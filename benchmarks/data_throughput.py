@@ -65,10 +65,28 @@ R50K_CACHE_NAME = "0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4"  # tiktoken's cache
 # name: (Hydra overrides on top of gptlab/conf/train.yaml, train_throughput case of the matching step, needs GPT-2's ranks)
 CASES = {
     "shakespeare_char": (["experiment=shakespeare_char"], "shakespeare_char", False),
-    "gpt2": (["data=shakespeare", "tokenizer=gpt2", "model=gpt124m", "model.block_size=256", "data.batch_size=4"],
-             "gpt124m", True),
-    "gpt2_gpu": (["data=shakespeare", "tokenizer=gpt2", "model=gpt124m", "model.block_size=1024", "data.batch_size=16"],
-                 "gpt124m_gpu", True),
+    "gpt2": (
+        [
+            "data=shakespeare",
+            "tokenizer=gpt2",
+            "model=gpt124m",
+            "model.block_size=256",
+            "data.batch_size=4",
+        ],
+        "gpt124m",
+        True,
+    ),
+    "gpt2_gpu": (
+        [
+            "data=shakespeare",
+            "tokenizer=gpt2",
+            "model=gpt124m",
+            "model.block_size=1024",
+            "data.batch_size=16",
+        ],
+        "gpt124m_gpu",
+        True,
+    ),
 }
 GOAL = 10.0  # the data path should serve at least this many times the step's tokens/s
 
@@ -78,8 +96,10 @@ def check_shared_data(folder: Path, cases: list[str]) -> None:
     needed = [SHAKESPEARE] + ([R50K] if any(CASES[c][2] for c in cases) else [])
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
-        sys.exit(f"error: {', '.join(str(folder / m) for m in missing)} not found; this benchmark never downloads, "
-                 "so pass --shared-data <folder holding tinyshakespeare.txt and r50k_base.tiktoken>")
+        sys.exit(
+            f"error: {', '.join(str(folder / m) for m in missing)} not found; this benchmark never downloads, "
+            "so pass --shared-data <folder holding tinyshakespeare.txt and r50k_base.tiktoken>"
+        )
 
 
 def build_datamodule(case: str, shared: Path, cache_dir: Path):
@@ -88,8 +108,12 @@ def build_datamodule(case: str, shared: Path, cache_dir: Path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    overrides = [*CASES[case][0], f"data.path={shared / SHAKESPEARE}", f"paths.data_dir={cache_dir}",
-                 f"paths.output_dir={cache_dir / 'run'}"]
+    overrides = [
+        *CASES[case][0],
+        f"data.path={shared / SHAKESPEARE}",
+        f"paths.data_dir={cache_dir}",
+        f"paths.output_dir={cache_dir / 'run'}",
+    ]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "gptlab" / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -125,7 +149,9 @@ def step_tokens_per_s(case: str, steps: int, device: str) -> float:
     step_case = STEP_CASES[CASES[case][1]]
     m = step_case["model"]
     warmup = 2
-    batches = random_batches(m["vocab_size"], step_case["batch_size"], m["block_size"], steps + warmup)
+    batches = random_batches(
+        m["vocab_size"], step_case["batch_size"], m["block_size"], steps + warmup
+    )
     torch.manual_seed(0)
     round_ = run_bare(GPT(GPTConfig(**m)).train(), step_case, batches, "32-true", device)
     seconds = statistics.median(round_(steps + warmup)[warmup:])
@@ -133,21 +159,44 @@ def step_tokens_per_s(case: str, steps: int, device: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", nargs="+", choices=sorted(CASES), default=None,
-                        help="default: shakespeare_char and gpt2 (gpt2_gpu instead of gpt2 on a GPU)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers to time")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--case",
+        nargs="+",
+        choices=sorted(CASES),
+        default=None,
+        help="default: shakespeare_char and gpt2 (gpt2_gpu instead of gpt2 on a GPU)",
+    )
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers to time"
+    )
     parser.add_argument("--batches", type=int, default=500, help="timed batches per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--step-tokens-per-s", type=float, default=None,
-                        help="a training step's tokens/s to compare with (default: measure bare steps here)")
-    parser.add_argument("--step-steps", type=int, default=5, help="timed bare steps when measuring the step")
-    parser.add_argument("--shared-data", type=Path,
-                        default=Path(os.environ.get("GPTLAB_SHARED_DATA") or REPO.parent / "shared" / "data"),
-                        help="folder with tinyshakespeare.txt and r50k_base.tiktoken "
-                             "(default: $GPTLAB_SHARED_DATA, else ../shared/data beside the repository)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="token cache folder (default: a fresh temporary one)")
+    parser.add_argument(
+        "--step-tokens-per-s",
+        type=float,
+        default=None,
+        help="a training step's tokens/s to compare with (default: measure bare steps here)",
+    )
+    parser.add_argument(
+        "--step-steps", type=int, default=5, help="timed bare steps when measuring the step"
+    )
+    parser.add_argument(
+        "--shared-data",
+        type=Path,
+        default=Path(os.environ.get("GPTLAB_SHARED_DATA") or REPO.parent / "shared" / "data"),
+        help="folder with tinyshakespeare.txt and r50k_base.tiktoken "
+        "(default: $GPTLAB_SHARED_DATA, else ../shared/data beside the repository)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="token cache folder (default: a fresh temporary one)",
+    )
     args = parser.parse_args()
 
     import logging
@@ -166,19 +215,25 @@ def main() -> None:
         tiktoken_dir.mkdir()
         if (shared / R50K).is_file():
             shutil.copy(shared / R50K, tiktoken_dir / R50K_CACHE_NAME)
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(tiktoken_dir)  # tiktoken finds the ranks there: no download
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(
+            tiktoken_dir
+        )  # tiktoken finds the ranks there: no download
         cache_dir = args.cache_dir.expanduser().resolve() if args.cache_dir else tmp / "cache"
         run(args, cases, shared, cache_dir, device)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(args: argparse.Namespace, cases: list[str], shared: Path, cache_dir: Path, device: str) -> None:
+def run(
+    args: argparse.Namespace, cases: list[str], shared: Path, cache_dir: Path, device: str
+) -> None:
     from gptlab.data import RandomWindows
 
     rows = []
-    print(f"data path alone, device {device_name('cpu')} (step measured on {device_name(device)}), torch "
-          f"{torch.__version__}, {args.rounds} rounds x {args.batches} batches after {args.warmup} warm-up")
+    print(
+        f"data path alone, device {device_name('cpu')} (step measured on {device_name(device)}), torch "
+        f"{torch.__version__}, {args.rounds} rounds x {args.batches} batches after {args.warmup} warm-up"
+    )
     for case in cases:
         dm = build_datamodule(case, shared, cache_dir)
         t0 = time.perf_counter()
@@ -190,28 +245,47 @@ def run(args: argparse.Namespace, cases: list[str], shared: Path, cache_dir: Pat
         opened = time.perf_counter() - t0
         dm.setup("fit")
         windows = RandomWindows(dm.train_tokens, dm.block_size, dm.batch_size)
-        print(f"{case}: {len(dm.train_tokens):,} training tokens ({dm.train_tokens.dtype}), tokenizer "
-              f"{dm.tokenizer.kind} ({dm.tokenizer.vocab_size:,} ids); token cache built in {built:.2f} s, "
-              f"reopened in {opened:.3f} s; memory-mapped: {isinstance(dm.train_tokens, np.memmap)}; "
-              f"pickled dataset {len(pickle.dumps(windows))} bytes (corpus {dm.train_tokens.nbytes:,} bytes); "
-              f"pin_memory {dm.loader_settings()[1]}")
+        print(
+            f"{case}: {len(dm.train_tokens):,} training tokens ({dm.train_tokens.dtype}), tokenizer "
+            f"{dm.tokenizer.kind} ({dm.tokenizer.vocab_size:,} ids); token cache built in {built:.2f} s, "
+            f"reopened in {opened:.3f} s; memory-mapped: {isinstance(dm.train_tokens, np.memmap)}; "
+            f"pickled dataset {len(pickle.dumps(windows))} bytes (corpus {dm.train_tokens.nbytes:,} bytes); "
+            f"pin_memory {dm.loader_settings()[1]}"
+        )
         if args.step_tokens_per_s:
             step_tps, how = args.step_tokens_per_s, "given"
         else:
-            step_tps, how = step_tokens_per_s(case, args.step_steps, device), f"bare fp32 step on {device}"
+            step_tps, how = (
+                step_tokens_per_s(case, args.step_steps, device),
+                f"bare fp32 step on {device}",
+            )
         print(f"{case}: training step {step_tps:,.0f} tokens/s ({how})")
         tokens = dm.batch_size * dm.block_size
         for workers in args.workers:
             start, seconds = time_loader(dm, workers, args.warmup, args.batches, args.rounds)
-            rows.append((case, f"{dm.batch_size} x {dm.block_size}", workers, start, 1 / seconds, tokens / seconds, step_tps))
+            rows.append(
+                (
+                    case,
+                    f"{dm.batch_size} x {dm.block_size}",
+                    workers,
+                    start,
+                    1 / seconds,
+                    tokens / seconds,
+                    step_tps,
+                )
+            )
 
     print()
-    print(f"{'case':<17} {'batch':>9} {'workers':>7} {'start s':>8} {'batches/s':>10} {'tokens/s':>12} "
-          f"{'step tokens/s':>14} {'data/step':>10}  goal >= {GOAL:g}x")
+    print(
+        f"{'case':<17} {'batch':>9} {'workers':>7} {'start s':>8} {'batches/s':>10} {'tokens/s':>12} "
+        f"{'step tokens/s':>14} {'data/step':>10}  goal >= {GOAL:g}x"
+    )
     for case, shape, workers, start, bps, tps, step_tps in rows:
         ratio = tps / step_tps
-        print(f"{case:<17} {shape:>9} {workers:>7} {start:8.3f} {bps:10.0f} {tps:12,.0f} {step_tps:14,.0f} "
-              f"{ratio:9.0f}x  {'met' if ratio >= GOAL else 'NOT met'}")
+        print(
+            f"{case:<17} {shape:>9} {workers:>7} {start:8.3f} {bps:10.0f} {tps:12,.0f} {step_tps:14,.0f} "
+            f"{ratio:9.0f}x  {'met' if ratio >= GOAL else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":

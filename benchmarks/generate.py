@@ -61,7 +61,10 @@ def build_models(quiet: bool = False):
         hf.save_pretrained(tmp)
         ours = GPT.from_hf(tmp).eval()
     if not quiet:
-        print(f"model: GPT-2 124M shape, {ours.num_parameters():,} parameters, random weights", flush=True)
+        print(
+            f"model: GPT-2 124M shape, {ours.num_parameters():,} parameters, random weights",
+            flush=True,
+        )
     return hf, ours
 
 
@@ -76,15 +79,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=sorted(DTYPES))
-    parser.add_argument("--uncached-batch-sizes", type=int, nargs="*", default=[1],
-                        help="batch sizes that also run without the cache (slow: a full forward per token)")
+    parser.add_argument(
+        "--dtypes", nargs="+", default=["float32", "bfloat16"], choices=sorted(DTYPES)
+    )
+    parser.add_argument(
+        "--uncached-batch-sizes",
+        type=int,
+        nargs="*",
+        default=[1],
+        help="batch sizes that also run without the cache (slow: a full forward per token)",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best counts")
-    parser.add_argument("--uncached-rounds", type=int, default=1, help="rounds for the slow uncached decoder")
+    parser.add_argument(
+        "--uncached-rounds", type=int, default=1, help="rounds for the slow uncached decoder"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--no-hf", action="store_true", help="skip transformers")
-    parser.add_argument("--layouts", action="store_true",
-                        help="also time gptlab with nn.Linear's row-major weights (before to_decode_layout)")
+    parser.add_argument(
+        "--layouts",
+        action="store_true",
+        help="also time gptlab with nn.Linear's row-major weights (before to_decode_layout)",
+    )
     parser.add_argument("--quick", action="store_true", help="32 tokens, batch 1, one round")
     args = parser.parse_args(argv)
     if args.quick:
@@ -96,9 +111,11 @@ def main(argv: list[str] | None = None) -> None:
 
     hf, ours = build_models()
     bandwidth = copy_bandwidth()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; copy bandwidth {bandwidth / 1e9:.1f} GB/s; "
-          f"{args.new_tokens} new tokens after a {args.prompt_len}-token prompt, greedy; best of {args.rounds} round(s)",
-          flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; copy bandwidth {bandwidth / 1e9:.1f} GB/s; "
+        f"{args.new_tokens} new tokens after a {args.prompt_len}-token prompt, greedy; best of {args.rounds} round(s)",
+        flush=True,
+    )
     sampler = SamplerConfig(temperature=0.0, max_new_tokens=args.new_tokens, stop_at_eot=False)
     n = args.new_tokens
     rows = []
@@ -115,26 +132,37 @@ def main(argv: list[str] | None = None) -> None:
             for p in ours.parameters():
                 p.data = p.data.contiguous()
         row_major = None
-        if args.layouts and dtype == torch.float32:  # the same weights in nn.Linear's own row-major order
+        if (
+            args.layouts and dtype == torch.float32
+        ):  # the same weights in nn.Linear's own row-major order
             row_major = copy.deepcopy(ours)
             for p in row_major.parameters():
                 p.data = p.data.contiguous()
         wbytes = weight_bytes(ours)
         for batch in args.batch_sizes:
             g = torch.Generator().manual_seed(batch)
-            prompts = torch.randint(0, ours.config.vocab_size, (batch, args.prompt_len), generator=g)
+            prompts = torch.randint(
+                0, ours.config.vocab_size, (batch, args.prompt_len), generator=g
+            )
             mask = torch.ones_like(prompts)
 
             def run_hf(k: int = n, prompts=prompts, mask=mask) -> object:
                 with torch.inference_mode():
-                    return hf.generate(input_ids=prompts, attention_mask=mask, max_new_tokens=k, min_new_tokens=k,
-                                       do_sample=False, pad_token_id=0)
+                    return hf.generate(
+                        input_ids=prompts,
+                        attention_mask=mask,
+                        max_new_tokens=k,
+                        min_new_tokens=k,
+                        do_sample=False,
+                        pad_token_id=0,
+                    )
 
             def run_ours(k: int = n, cache: bool = True, prompts=prompts) -> object:
                 return generate(ours, prompts, sampler.replace(max_new_tokens=k), use_cache=cache)
 
             contenders: dict[str, Callable[[], object]] = {"gptlab cached": run_ours}
             if row_major is not None:
+
                 def run_row_major(prompts=prompts, row_major=row_major) -> object:
                     return generate(row_major, prompts, sampler, use_cache=True)
 
@@ -146,8 +174,12 @@ def main(argv: list[str] | None = None) -> None:
             # warm up (first calls allocate and pick kernels), then check the outputs agree
             ours_ids = run_ours(8)
             if not args.no_hf:
-                hf_ids = run_hf(8)[:, args.prompt_len:].tolist()
-                agree = "same greedy tokens" if hf_ids == ours_ids else "greedy tokens DIFFER (expected in bf16)"
+                hf_ids = run_hf(8)[:, args.prompt_len :].tolist()
+                agree = (
+                    "same greedy tokens"
+                    if hf_ids == ours_ids
+                    else "greedy tokens DIFFER (expected in bf16)"
+                )
                 print(f"  [{dname} batch {batch}: warm-up, {agree}]", flush=True)
             best = {name: float("inf") for name in contenders}
             for r in range(args.rounds):
@@ -160,14 +192,21 @@ def main(argv: list[str] | None = None) -> None:
                 rate = batch * n / seconds
                 vs = f"{rate / hf_rate:5.2f}x" if hf_rate else "   -"
                 frac = wbytes * (n / seconds) / bandwidth
-                print(f"{dname:9} {batch:5d} {name:24} {rate:9.1f} {1000 * seconds / n:8.1f} {vs:>6} {frac:10.0%}",
-                      flush=True)
+                print(
+                    f"{dname:9} {batch:5d} {name:24} {rate:9.1f} {1000 * seconds / n:8.1f} {vs:>6} {frac:10.0%}",
+                    flush=True,
+                )
                 rows.append((dname, batch, name, rate))
             if "gptlab uncached" in best:
-                print(f"  [{dname} batch {batch}: cached is {best['gptlab uncached'] / best['gptlab cached']:.1f}x "
-                      f"uncached at {n} tokens]", flush=True)
-    print("ms/step: wall time / new tokens (one forward for the whole batch); of BW limit: weight bytes x steps/s "
-          "over the copy bandwidth (batch 1: 100% = memory-bound ideal)")
+                print(
+                    f"  [{dname} batch {batch}: cached is {best['gptlab uncached'] / best['gptlab cached']:.1f}x "
+                    f"uncached at {n} tokens]",
+                    flush=True,
+                )
+    print(
+        "ms/step: wall time / new tokens (one forward for the whole batch); of BW limit: weight bytes x steps/s "
+        "over the copy bandwidth (batch 1: 100% = memory-bound ideal)"
+    )
 
 
 if __name__ == "__main__":

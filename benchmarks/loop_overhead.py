@@ -26,12 +26,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import CASES, random_batches, run_bare, run_lightning  # noqa: E402
 
-TINY = dict(model=dict(vocab_size=65, block_size=8, n_layer=1, n_head=1, n_embd=16, bias=False, dropout=0.0),
-            batch_size=2, lr=1e-3, betas=(0.9, 0.99))
+TINY = dict(
+    model=dict(
+        vocab_size=65, block_size=8, n_layer=1, n_head=1, n_embd=16, bias=False, dropout=0.0
+    ),
+    batch_size=2,
+    lr=1e-3,
+    betas=(0.9, 0.99),
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--case", choices=["tiny", *sorted(CASES)], default="tiny")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)

@@ -106,7 +106,9 @@ class SavedTensors:
         return sum(self.storages.values()) / 2**20
 
 
-def measure(case_name: str, checkpointing: bool, steps: int, precision: str, device: str) -> dict[str, float]:
+def measure(
+    case_name: str, checkpointing: bool, steps: int, precision: str, device: str
+) -> dict[str, float]:
     """Run one variant in this process: ms/step and memory (MB)."""
     from gptlab.model import GPT, GPTConfig
     from gptlab.training.optim import adamw
@@ -143,14 +145,36 @@ def measure(case_name: str, checkpointing: bool, steps: int, precision: str, dev
             absolute.append(meter.peak())
             whole.append(absolute[-1] - before)
             saved.append(counter.mb)
-    peak = max(absolute) if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"ms": statistics.median(times) * 1e3, "peak_mb": peak,
-            "fwd_bwd_mb": max(fwd_bwd), "step_mb": max(whole), "saved_mb": max(saved)}
+    peak = (
+        max(absolute)
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "ms": statistics.median(times) * 1e3,
+        "peak_mb": peak,
+        "fwd_bwd_mb": max(fwd_bwd),
+        "step_mb": max(whole),
+        "saved_mb": max(saved),
+    }
 
 
 def in_subprocess(args: argparse.Namespace, variant: str) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--case", args.case, "--steps", str(args.steps), "--precision", args.precision,
-           "--device", args.device, "--only", variant, "--json"]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--case",
+        args.case,
+        "--steps",
+        str(args.steps),
+        "--precision",
+        args.precision,
+        "--device",
+        args.device,
+        "--only",
+        variant,
+        "--json",
+    ]
     # A fixed mmap threshold: every freed tensor of 128 KiB or more goes back to the system at once.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -160,11 +184,17 @@ def in_subprocess(args: argparse.Namespace, variant: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--case", choices=sorted(CASES), default="gpt124m")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up step)")
+    parser.add_argument(
+        "--steps", type=int, default=3, help="timed steps per variant (after one warm-up step)"
+    )
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     parser.add_argument("--only", choices=sorted(VARIANTS), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -172,9 +202,15 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    torch.set_float32_matmul_precision("high")  # as gptlab.train does: TF32 on GPUs, no effect on a CPU
+    torch.set_float32_matmul_precision(
+        "high"
+    )  # as gptlab.train does: TF32 on GPUs, no effect on a CPU
     if args.only:
-        print(json.dumps(measure(args.case, VARIANTS[args.only], args.steps, args.precision, args.device)))
+        print(
+            json.dumps(
+                measure(args.case, VARIANTS[args.only], args.steps, args.precision, args.device)
+            )
+        )
         return
 
     case = CASES[args.case]
@@ -183,17 +219,24 @@ def main() -> None:
 
     n_params = GPT(GPTConfig(**m)).num_parameters()
     kind = "the CUDA allocator's" if args.device == "cuda" else "resident (VmHWM / ru_maxrss)"
-    print(f"case {args.case}: {n_params:,} parameters, batch {case['batch_size']} x {m['block_size']} tokens, "
-          f"precision {args.precision}, {args.steps} steps after 1 warm-up, device {device_name(args.device)}, "
-          f"torch {torch.__version__}; memory: {kind}, each variant in a fresh process")
-    print(f"{'variant':<18} {'ms/step':>9} {'peak MB':>9} {'fwd+bwd MB':>11} {'step MB':>9} {'saved MB':>9} "
-          f"{'fwd+bwd vs first':>17} {'time vs first':>14}")
+    print(
+        f"case {args.case}: {n_params:,} parameters, batch {case['batch_size']} x {m['block_size']} tokens, "
+        f"precision {args.precision}, {args.steps} steps after 1 warm-up, device {device_name(args.device)}, "
+        f"torch {torch.__version__}; memory: {kind}, each variant in a fresh process"
+    )
+    print(
+        f"{'variant':<18} {'ms/step':>9} {'peak MB':>9} {'fwd+bwd MB':>11} {'step MB':>9} {'saved MB':>9} "
+        f"{'fwd+bwd vs first':>17} {'time vs first':>14}"
+    )
     first = None
     for name in VARIANTS:
         r = in_subprocess(args, name)
         first = first or r
-        print(f"{name:<18} {r['ms']:9.1f} {r['peak_mb']:9.0f} {r['fwd_bwd_mb']:11.0f} {r['step_mb']:9.0f} "
-              f"{r['saved_mb']:9.0f} {r['fwd_bwd_mb'] / first['fwd_bwd_mb']:16.2f}x {r['ms'] / first['ms']:13.2f}x")
+        print(
+            f"{name:<18} {r['ms']:9.1f} {r['peak_mb']:9.0f} {r['fwd_bwd_mb']:11.0f} {r['step_mb']:9.0f} "
+            f"{r['saved_mb']:9.0f} {r['fwd_bwd_mb'] / first['fwd_bwd_mb']:16.2f}x {r['ms'] / first['ms']:13.2f}x"
+        )
+
 
 if __name__ == "__main__":
     main()

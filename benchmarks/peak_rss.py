@@ -32,4 +32,6 @@ def peak_rss_mb() -> float:
     if hwm is not None:
         return hwm
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB on Linux
+    return (
+        maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
+    )  # bytes on macOS, KiB on Linux

@@ -61,22 +61,32 @@ def make_step(case: dict, mode: str, precision: str, device: str):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--case", choices=sorted(CASES), default="shakespeare_char")
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "model", "model+loss"])
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument(
+        "--modes", nargs="+", default=["eager"], choices=["eager", "model", "model+loss"]
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--profile-steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=20)
-    parser.add_argument("--tf32", action="store_true", help="torch.set_float32_matmul_precision('high')")
+    parser.add_argument(
+        "--tf32", action="store_true", help="torch.set_float32_matmul_precision('high')"
+    )
     args = parser.parse_args()
     if args.tf32:
         torch.set_float32_matmul_precision("high")
 
     case, m = CASES[args.case], CASES[args.case]["model"]
     warmup = 3
-    batches = random_batches(m["vocab_size"], case["batch_size"], m["block_size"], args.steps + warmup)
+    batches = random_batches(
+        m["vocab_size"], case["batch_size"], m["block_size"], args.steps + warmup
+    )
     tokens = case["batch_size"] * m["block_size"]
     step = None
     for mode in args.modes:
@@ -94,8 +104,10 @@ def main() -> None:
             sync(args.device)
             times.append(time.perf_counter() - t)
         ms = statistics.median(times) * 1e3
-        print(f"{mode:<11} {ms:8.1f} ms/step {tokens / ms * 1e3:10.0f} tokens/s  (first {warmup} steps: {warm_s:.1f} s)",
-              flush=True)
+        print(
+            f"{mode:<11} {ms:8.1f} ms/step {tokens / ms * 1e3:10.0f} tokens/s  (first {warmup} steps: {warm_s:.1f} s)",
+            flush=True,
+        )
 
     from torch.profiler import ProfilerActivity, profile
 
@@ -105,7 +117,9 @@ def main() -> None:
             step(x, y)
         sync(args.device)
     key = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
-    print(f"top operators of the '{args.modes[-1]}' step by self {args.device} time, {args.profile_steps} steps:")
+    print(
+        f"top operators of the '{args.modes[-1]}' step by self {args.device} time, {args.profile_steps} steps:"
+    )
     print(prof.key_averages().table(sort_by=key, row_limit=args.top, max_name_column_width=60))
 
 

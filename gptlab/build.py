@@ -29,7 +29,9 @@ def build_module(cfg: DictConfig, model_config: dict[str, Any], tokenizer: Any) 
     return GPTLightningModule(
         model_config=model_config,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True)
+        if cfg.get("scheduler")
+        else None,
         tokenizer=tokenizer.to_dict(),
         run_config=OmegaConf.to_container(cfg, resolve=True),
         compile=bool(cfg.trainer.get("compile", False)),
@@ -49,14 +51,18 @@ def build_trainer(cfg: DictConfig, first_callbacks: list[Any]) -> Any:
     for key in GPTLAB_TRAINER_KEYS:
         kwargs.pop(key, None)
     plugins = kwargs.pop("plugins", None) or []
-    plugins = [hydra.utils.instantiate(p) for p in (plugins if isinstance(plugins, list) else [plugins])]
+    plugins = [
+        hydra.utils.instantiate(p) for p in (plugins if isinstance(plugins, list) else [plugins])
+    ]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())
     loggers = _build_all(cfg.get("logger"))
     if loggers and not any(isinstance(lg, MetricsCSV) for lg in loggers):
         loggers.insert(0, MetricsCSV(cfg.paths.output_dir))
     callbacks = [*first_callbacks, *_build_all(cfg.get("callbacks"))]
-    trainer = hydra.utils.instantiate(kwargs, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    trainer = hydra.utils.instantiate(
+        kwargs, callbacks=callbacks, logger=loggers or False, plugins=plugins
+    )
     _derive_accumulation(cfg, trainer)
     slow = slow_precision_warning(trainer.precision, trainer.strategy.root_device)
     if slow and trainer.is_global_zero:

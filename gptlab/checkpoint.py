@@ -70,6 +70,7 @@ class LoadedModel:
 
 # -- checksums -------------------------------------------------------------------------
 
+
 def add_checksum(checkpoint: dict[str, Any]) -> None:
     """Store the sha256 of ``checkpoint["state_dict"]`` in it (the checkpoint writer calls this)."""
     checkpoint[CHECKSUM_KEY] = tensors_sha256(checkpoint.get("state_dict") or {})
@@ -83,7 +84,10 @@ def verify_checksum(checkpoint: dict[str, Any], path: str | Path) -> None:
     expected = checkpoint.get(CHECKSUM_KEY)
     if expected is None:
         return
-    if not isinstance(expected, str) or tensors_sha256(checkpoint.get("state_dict") or {}) != expected:
+    if (
+        not isinstance(expected, str)
+        or tensors_sha256(checkpoint.get("state_dict") or {}) != expected
+    ):
         raise CheckpointError(_damaged(Path(path)))
 
 
@@ -97,11 +101,16 @@ def _damaged(path: Path) -> str:
                     others.append(p.name)
             except OSError:
                 continue
-    fix = f"use another checkpoint (e.g. {others[-1]})" if others else "use another checkpoint or retrain"
+    fix = (
+        f"use another checkpoint (e.g. {others[-1]})"
+        if others
+        else "use another checkpoint or retrain"
+    )
     return f"{path} is damaged: its weights do not match the checksum written with it; {fix}"
 
 
 # -- .ckpt files ----------------------------------------------------------------------
+
 
 def safe_torch_load(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` whose every failure is one ``CheckpointError`` sentence.
@@ -115,11 +124,17 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     """
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; pass the checkpoint file, e.g. {path}/checkpoints/last.ckpt")
+        raise CheckpointError(
+            f"{path} is a folder; pass the checkpoint file, e.g. {path}/checkpoints/last.ckpt"
+        )
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path (runs keep theirs in outputs/<date>/<time>/checkpoints/)")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; check the path (runs keep theirs in outputs/<date>/<time>/checkpoints/)"
+        )
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (not a torch.save archive); it may be truncated or corrupt")
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (not a torch.save archive); it may be truncated or corrupt"
+        )
     try:
         data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
@@ -129,27 +144,46 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
                 f"{path} refers to {found.group(1)}, not only to tensors and plain data, so it was not "
                 "loaded (loading it could run arbitrary code); use checkpoints written by gptlab"
             ) from None
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (bad pickle data); it may be truncated or corrupt") from None
-    except Exception as e:  # any other failure of the zip reader or the unpickler means a damaged file
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}); it may be truncated or corrupt") from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (bad pickle data); it may be truncated or corrupt"
+        ) from None
+    except (
+        Exception
+    ) as e:  # any other failure of the zip reader or the unpickler means a damaged file
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}); it may be truncated or corrupt"
+        ) from None
     if isinstance(data, dict) and not mmap:
         verify_checksum(data, path)
     return data
 
 
-def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+def read_checkpoint(
+    path: str | Path, map_location: Any = "cpu", mmap: bool = False
+) -> dict[str, Any]:
     """Read a checkpoint file safely (tensors and plain data only) and check its shape."""
     data = safe_torch_load(path, map_location, mmap=mmap)
     hparams = data.get("hyper_parameters") if isinstance(data, dict) else None
-    if not isinstance(data, dict) or "state_dict" not in data or not isinstance(hparams, dict) or not isinstance(hparams.get("model_config"), dict):
-        raise CheckpointError(f"{path} is not a gptlab checkpoint (no model config inside); pass a .ckpt written by python -m gptlab.train")
+    if (
+        not isinstance(data, dict)
+        or "state_dict" not in data
+        or not isinstance(hparams, dict)
+        or not isinstance(hparams.get("model_config"), dict)
+    ):
+        raise CheckpointError(
+            f"{path} is not a gptlab checkpoint (no model config inside); pass a .ckpt written by python -m gptlab.train"
+        )
     return data
 
 
 def model_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The GPT's own weights: the Lightning module stores them under ``model.``."""
     prefix = "model."
-    return {k[len(prefix):].replace("_orig_mod.", ""): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    return {
+        k[len(prefix) :].replace("_orig_mod.", ""): v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith(prefix)
+    }
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
@@ -158,16 +192,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     hparams = data["hyper_parameters"]
     tokenizer_state = hparams.get("tokenizer")
     if not tokenizer_state:
-        raise CheckpointError(f"{path} carries no tokenizer, so its ids cannot be turned into text; retrain with gptlab >= 0.1")
+        raise CheckpointError(
+            f"{path} carries no tokenizer, so its ids cannot be turned into text; retrain with gptlab >= 0.1"
+        )
     try:
         config = GPTConfig.from_dict(dict(hparams["model_config"]))
         tokenizer = tokenizer_from_dict(dict(tokenizer_state))
     except (ModelConfigError, TokenizerError) as e:
         raise CheckpointError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:  # stored data of the wrong shape
-        raise CheckpointError(f"{path} holds a damaged model or tokenizer description ({type(e).__name__}: {e})") from None
+        raise CheckpointError(
+            f"{path} holds a damaged model or tokenizer description ({type(e).__name__}: {e})"
+        ) from None
     model = _fill(GPT(config), model_state_dict(data), path)
-    return LoadedModel(model.to(map_location).eval(), tokenizer, dict(hparams.get("run_config") or {}), Path(path), "ckpt")
+    return LoadedModel(
+        model.to(map_location).eval(),
+        tokenizer,
+        dict(hparams.get("run_config") or {}),
+        Path(path),
+        "ckpt",
+    )
 
 
 def _fill(model: GPT, state: dict[str, torch.Tensor], path: str | Path) -> GPT:
@@ -175,13 +219,18 @@ def _fill(model: GPT, state: dict[str, torch.Tensor], path: str | Path) -> GPT:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError, KeyError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: the weights do not fit the model config stored with them ({first})") from None
+        raise CheckpointError(
+            f"{path}: the weights do not fit the model config stored with them ({first})"
+        ) from None
     return model
 
 
 # -- folders ----------------------------------------------------------------------------
 
-def load_model(source: str | Path, map_location: str | torch.device = "cpu", kind: str | None = None) -> LoadedModel:
+
+def load_model(
+    source: str | Path, map_location: str | torch.device = "cpu", kind: str | None = None
+) -> LoadedModel:
     """Load a ``.ckpt`` file, a gptlab export folder or a Hugging Face GPT-2 folder.
 
     ``kind`` (``ckpt``, ``export`` or ``hf``) insists on one kind; by default a file is a
@@ -190,14 +239,19 @@ def load_model(source: str | Path, map_location: str | torch.device = "cpu", kin
     """
     path = Path(source).expanduser()
     if kind not in (None, *KINDS):
-        raise CheckpointError(f"kind={kind!r} is not a kind of model source; use one of {', '.join(KINDS)}")
+        raise CheckpointError(
+            f"kind={kind!r} is not a kind of model source; use one of {', '.join(KINDS)}"
+        )
     if kind is None:
         kind = _kind_of(path)
     if kind == "ckpt":
         return load_checkpoint(path, map_location)
     if not path.is_dir():
-        raise CheckpointError(f"{path} is a file, not a model folder; pass the folder that holds config.json and model.safetensors"
-                              if path.exists() else f"{path} does not exist; check the path")
+        raise CheckpointError(
+            f"{path} is a file, not a model folder; pass the folder that holds config.json and model.safetensors"
+            if path.exists()
+            else f"{path} does not exist; check the path"
+        )
     loaded = _load_export(path) if kind == "export" else _load_hf(path)
     loaded.model.to(map_location)
     return loaded
@@ -223,9 +277,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); it is truncated or corrupt: restore or rewrite it") from None
+        raise CheckpointError(
+            f"{path} is not valid JSON ({e}); it is truncated or corrupt: restore or rewrite it"
+        ) from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object of settings; restore or rewrite it")
+        raise CheckpointError(
+            f"{path} holds a JSON {type(data).__name__}, not an object of settings; restore or rewrite it"
+        )
     return data
 
 
@@ -239,19 +297,25 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except Exception as e:  # safetensors raises its own error type, or OSError, for every damage
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable safetensors file ({reason}); it may be truncated or corrupt: "
-                              "export or download it again") from None
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({reason}); it may be truncated or corrupt: "
+            "export or download it again"
+        ) from None
     expected = metadata.get(CHECKSUM_KEY)
     if expected is not None and tensors_sha256(tensors) != expected:
-        raise CheckpointError(f"{path} is damaged: its weights do not match the checksum written with it; "
-                              "export or download it again")
+        raise CheckpointError(
+            f"{path} is damaged: its weights do not match the checksum written with it; "
+            "export or download it again"
+        )
     return tensors, metadata
 
 
 def _load_export(folder: Path) -> LoadedModel:
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
         if not (folder / name).is_file():
-            raise CheckpointError(f"{folder} has no {name}; export a checkpoint with python -m gptlab.export first")
+            raise CheckpointError(
+                f"{folder} has no {name}; export a checkpoint with python -m gptlab.export first"
+            )
     try:
         config = GPTConfig.from_dict(_read_json(folder / "config.json"))
         tokenizer = load_tokenizer(folder / "tokenizer.json")
@@ -269,23 +333,29 @@ def _load_hf(folder: Path) -> LoadedModel:
     from gptlab.tokenizer import GPT2Tokenizer
 
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{folder} is not a Hugging Face model folder (no config.json); "
-                              "pass the folder that holds config.json and model.safetensors")
+        raise CheckpointError(
+            f"{folder} is not a Hugging Face model folder (no config.json); "
+            "pass the folder that holds config.json and model.safetensors"
+        )
     try:
         config = config_from_hf(_read_json(folder / "config.json"))
     except ModelConfigError as e:
         raise CheckpointError(f"{folder}: {e}") from None
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
-        raise CheckpointError(f"{folder}/config.json is not a GPT-2 config ({type(e).__name__}: {e}); "
-                              "pass a folder written by transformers' GPT2LMHeadModel.save_pretrained") from None
+        raise CheckpointError(
+            f"{folder}/config.json is not a GPT-2 config ({type(e).__name__}: {e}); "
+            "pass a folder written by transformers' GPT2LMHeadModel.save_pretrained"
+        ) from None
     weights = folder / "model.safetensors"
     if weights.is_file():
         state, _ = _read_safetensors(weights)
     elif (folder / "pytorch_model.bin").is_file():
         state = _read_bin(folder / "pytorch_model.bin")
     else:
-        raise CheckpointError(f"{folder} has neither model.safetensors nor pytorch_model.bin; point to a Hugging Face "
-                              "GPT-2 model folder (a sharded checkpoint must be merged first)")
+        raise CheckpointError(
+            f"{folder} has neither model.safetensors nor pytorch_model.bin; point to a Hugging Face "
+            "GPT-2 model folder (a sharded checkpoint must be merged first)"
+        )
     try:
         model = model_from_hf_weights(GPT, config, state, folder)
     except (KeyError, ModelConfigError, RuntimeError) as e:
@@ -300,10 +370,17 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
         state = safe_torch_load(path)
     except CheckpointError as e:
         found = re.search(r"refers to (\S+)", str(e))
-        why = (f"it refers to {found.group(1)}, not only to tensors, and loading it could run arbitrary code"
-               if found else "it is not a readable torch.save archive of tensors")
-        raise CheckpointError(f"{path} was not loaded: {why}; save the model as model.safetensors instead "
-                              "(transformers: model.save_pretrained(folder))") from None
+        why = (
+            f"it refers to {found.group(1)}, not only to tensors, and loading it could run arbitrary code"
+            if found
+            else "it is not a readable torch.save archive of tensors"
+        )
+        raise CheckpointError(
+            f"{path} was not loaded: {why}; save the model as model.safetensors instead "
+            "(transformers: model.save_pretrained(folder))"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a plain dict of tensors; save the model as model.safetensors instead")
+        raise CheckpointError(
+            f"{path} does not hold a plain dict of tensors; save the model as model.safetensors instead"
+        )
     return state

@@ -42,17 +42,41 @@ from gptlab.errors import GptlabError, TrainingInterrupted
 # What to tell the user for the OSErrors a path or a disk causes (errno -> problem; fix).
 _OS_ERRORS = {
     errno.ENOENT: ("does not exist", "check the path"),
-    errno.EACCES: ("cannot be accessed (permission denied)", "choose a path you may read and write, or fix its permissions"),
-    errno.EPERM: ("cannot be accessed (operation not permitted)", "choose a path you may read and write, or fix its permissions"),
-    errno.EROFS: ("is on a read-only file system", "write somewhere else (e.g. under your home folder)"),
-    errno.ENOSPC: ("cannot be written: the disk is full", "free some space or write to another disk"),
-    errno.EDQUOT: ("cannot be written: the disk quota is exceeded", "free some space or write to another disk"),
+    errno.EACCES: (
+        "cannot be accessed (permission denied)",
+        "choose a path you may read and write, or fix its permissions",
+    ),
+    errno.EPERM: (
+        "cannot be accessed (operation not permitted)",
+        "choose a path you may read and write, or fix its permissions",
+    ),
+    errno.EROFS: (
+        "is on a read-only file system",
+        "write somewhere else (e.g. under your home folder)",
+    ),
+    errno.ENOSPC: (
+        "cannot be written: the disk is full",
+        "free some space or write to another disk",
+    ),
+    errno.EDQUOT: (
+        "cannot be written: the disk quota is exceeded",
+        "free some space or write to another disk",
+    ),
     errno.EISDIR: ("is a folder where a file is expected", "give a file path"),
-    errno.ENOTDIR: ("has a file where a folder is expected", "give a path whose parent folders are folders"),
+    errno.ENOTDIR: (
+        "has a file where a folder is expected",
+        "give a path whose parent folders are folders",
+    ),
     errno.EEXIST: ("already exists", "remove it or choose another path"),
     errno.ENAMETOOLONG: ("is too long a name", "choose a shorter path"),
-    errno.EFBIG: ("cannot be written: the file size limit is reached", "raise the limit (ulimit -f) or write less"),
-    errno.EMFILE: ("cannot be opened: too many open files", "raise the limit (ulimit -n) or use fewer data workers"),
+    errno.EFBIG: (
+        "cannot be written: the file size limit is reached",
+        "raise the limit (ulimit -f) or write less",
+    ),
+    errno.EMFILE: (
+        "cannot be opened: too many open files",
+        "raise the limit (ulimit -n) or use fewer data workers",
+    ),
 }
 
 
@@ -61,8 +85,10 @@ def user_message(error: BaseException) -> str | None:
     if isinstance(error, GptlabError):
         return str(error)
     if isinstance(error, UnicodeDecodeError):
-        return (f"a file is not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} at position "
-                f"{error.start}); save it as UTF-8")
+        return (
+            f"a file is not UTF-8 text (byte {error.object[error.start : error.start + 1]!r} at position "
+            f"{error.start}); save it as UTF-8"
+        )
     if isinstance(error, json.JSONDecodeError):
         return f"a JSON file is not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); fix or rewrite it"
     if isinstance(error, OSError) and error.errno is not None:
@@ -79,7 +105,9 @@ def user_message(error: BaseException) -> str | None:
 
 def _os_message(error: OSError) -> str:
     where = _written_file(error.filename) if error.filename is not None else None
-    problem, fix = _OS_ERRORS.get(error.errno, (f"failed: {error.strerror or error}", "check the path and the disk"))
+    problem, fix = _OS_ERRORS.get(
+        error.errno, (f"failed: {error.strerror or error}", "check the path and the disk")
+    )
     if where is None:
         return f"a file {problem} ({error.strerror}); {fix}"
     if error.filename2 is not None and error.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
@@ -145,7 +173,10 @@ def entry_point(fn: Callable[..., Any] | None = None, *, return_code: bool = Fal
         except Exception as e:
             message = user_message(e)
             if _in_multirun():
-                return failed_job(args[0] if args else None, f"error: {message}" if message else traceback.format_exc())
+                return failed_job(
+                    args[0] if args else None,
+                    f"error: {message}" if message else traceback.format_exc(),
+                )
             if message is None:
                 raise
             print(f"error: {message}", file=sys.stderr)
@@ -164,13 +195,24 @@ def check_output_folder(argv: list[str]) -> None:
     """
     given = {k: v for k, _, v in (a.lstrip("+").partition("=") for a in argv[1:])}
     resume = given.get("resume")
-    target = given.get("hydra.run.dir") or given.get("hydra.sweep.dir") or (resume if resume not in (None, "auto") else None)
+    target = (
+        given.get("hydra.run.dir")
+        or given.get("hydra.sweep.dir")
+        or (resume if resume not in (None, "auto") else None)
+    )
     folder = Path(target or "outputs").expanduser().absolute()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        problem = "is not a folder" if not existing.is_dir() else "cannot be written (read-only or no permission)"
-        print(f"error: cannot write the run folder {folder}: {existing} {problem}; "
-              "give a folder you may write with hydra.run.dir=<folder>", file=sys.stderr)
+        problem = (
+            "is not a folder"
+            if not existing.is_dir()
+            else "cannot be written (read-only or no permission)"
+        )
+        print(
+            f"error: cannot write the run folder {folder}: {existing} {problem}; "
+            "give a folder you may write with hydra.run.dir=<folder>",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 
@@ -193,7 +235,10 @@ def failed_job(cfg: Any, failure: str) -> float:
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "error.txt", failure)
     except OSError as e:  # the sweep goes on; say why there is no error.txt
-        print(f"job failed: could not write {output_dir / 'error.txt'} ({e.strerror})", file=sys.stderr)
+        print(
+            f"job failed: could not write {output_dir / 'error.txt'} ({e.strerror})",
+            file=sys.stderr,
+        )
     fail_value = cfg.get("fail_value", math.inf) if hasattr(cfg, "get") else math.inf
     return float(fail_value)
 

@@ -63,7 +63,9 @@ def parse_argv(argv: list[str]) -> dict[str, Any]:
         if sep and key in defaults and key != "runs":
             options[key] = _parse_value(value)
         elif sep and "/" not in key and not Path(arg).exists() and key.isidentifier():
-            raise CompareError(f"unknown option {key}=; the options are {', '.join(k for k in defaults if k != 'runs')}")
+            raise CompareError(
+                f"unknown option {key}=; the options are {', '.join(k for k in defaults if k != 'runs')}"
+            )
         else:
             runs.append(arg)
     options["runs"] = runs
@@ -127,12 +129,16 @@ def _check_metrics(runs: list[Run], where: str, metric: str) -> list[str]:
         )
     if not any(r.series(metric) for r in runs):
         logged = sorted({k for r in runs for row in r.rows for k in row if k != "step"})
-        raise CompareError(f"no run in {where} logged {metric}; the logged metrics are {', '.join(logged)}")
+        raise CompareError(
+            f"no run in {where} logged {metric}; the logged metrics are {', '.join(logged)}"
+        )
     notes = []
     silent = [r.name for r in runs if not r.series(metric)]
     if silent:
-        notes.append(f"{len(silent)} run(s) have no {metric} yet (failed before their first validation, or "
-                     f"still running): {', '.join(silent)}")
+        notes.append(
+            f"{len(silent)} run(s) have no {metric} yet (failed before their first validation, or "
+            f"still running): {', '.join(silent)}"
+        )
     failed = [f"{r.name} ({r.error})" for r in runs if r.error]
     if failed:
         notes.append("failed: " + "; ".join(failed))
@@ -163,11 +169,15 @@ def _budget_note(runs: list[Run], opts: Options) -> str | None:
         return None
     common = min(reached)
     if budget is None and max(reached) > common * 1.01:
-        return (f"the runs used different {axis} budgets; at_{axis}={_round_down(common):.3g} compares them all "
-                "at the largest budget every run reached")
+        return (
+            f"the runs used different {axis} budgets; at_{axis}={_round_down(common):.3g} compares them all "
+            "at the largest budget every run reached"
+        )
     if budget is not None and budget[1] > common * (1 + 1e-9):
-        return (f"some runs stopped before {budget[1]:.3g} {axis} and have no value there; every run reached "
-                f"{_round_down(common):.3g}")
+        return (
+            f"some runs stopped before {budget[1]:.3g} {axis} and have no value there; every run reached "
+            f"{_round_down(common):.3g}"
+        )
     return None
 
 
@@ -183,20 +193,30 @@ def compare(options: dict[str, Any]) -> Comparison:
     lines = [f"{len(runs)} run(s) in {where}"]
     common = common_overrides(runs)
     if common and len(runs) > 1:
-        lines.append("common overrides: " + " ".join(f"{k}={short(v)}" if v else k for k, v in common.items()))
+        lines.append(
+            "common overrides: "
+            + " ".join(f"{k}={short(v)}" if v else k for k, v in common.items())
+        )
     better = "lower" if opts.mode == "min" else "higher"
     lines += [f"sorted by {opts.score_name()} ({better} is better)", "", format_table(rows)]
     if base is not None or any(len(g.scores) > 1 for g in groups):
-        lines += ["", f"seed groups: mean ± std of {opts.score_name()} over runs that differ only in seed",
-                  format_table(group_rows(groups, opts, base))]
+        lines += [
+            "",
+            f"seed groups: mean ± std of {opts.score_name()} over runs that differ only in seed",
+            format_table(group_rows(groups, opts, base)),
+        ]
         if base is not None and all(g.p_value is None for g in groups if g is not base):
-            lines.append("(p-values need at least 2 runs with values in each group: repeat with --multirun seed=1,2,3)")
+            lines.append(
+                "(p-values need at least 2 runs with values in each group: repeat with --multirun seed=1,2,3)"
+            )
     budget_note = _budget_note(runs, opts)
     notes += [budget_note] if budget_note else []
     plot_x = opts.budget()[0] if opts.budget() else opts.x
     if not any(curve(r, opts.metric, plot_x) is not None for r in runs):
-        notes.append(f"no run logged the cumulative column x={plot_x} needs (from the throughput callback), "
-                     "so the plot is empty; try x=steps")
+        notes.append(
+            f"no run logged the cumulative column x={plot_x} needs (from the throughput callback), "
+            "so the plot is empty; try x=steps"
+        )
     if notes:
         lines += ["", *notes]
 

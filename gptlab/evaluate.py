@@ -46,8 +46,14 @@ from gptlab.utils.io import atomic_write_text
 SPLITS = ("val", "train", "all")
 
 
-def score_tokens(model: torch.nn.Module, tokens: np.ndarray, block_size: int, batch_size: int = 16,
-                 device: str | torch.device = "cpu", progress: bool = False) -> tuple[float, int]:
+def score_tokens(
+    model: torch.nn.Module,
+    tokens: np.ndarray,
+    block_size: int,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[float, int]:
     """Sum of next-token negative log-likelihoods (nats) and how many tokens were predicted.
 
     Every token but the first is predicted exactly once: window ``k`` holds ids
@@ -58,7 +64,7 @@ def score_tokens(model: torch.nn.Module, tokens: np.ndarray, block_size: int, ba
         raise ConfigError("the text to evaluate has fewer than 2 tokens; give a longer corpus")
     starts = np.arange(0, n_pred, block_size)
     full = starts[starts + block_size <= n_pred]
-    batches = [(full[i:i + batch_size], block_size) for i in range(0, len(full), batch_size)]
+    batches = [(full[i : i + batch_size], block_size) for i in range(0, len(full), batch_size)]
     tail = int(full[-1]) + block_size if len(full) else 0
     if tail < n_pred:  # the last, shorter window
         batches.append((np.array([tail]), n_pred - tail))
@@ -69,7 +75,9 @@ def score_tokens(model: torch.nn.Module, tokens: np.ndarray, block_size: int, ba
             index = offsets[:, None] + np.arange(length + 1)
             ids = torch.from_numpy(np.asarray(tokens)[index].astype(np.int64)).to(device)
             logits = model(ids[:, :-1]).float()
-            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="sum")
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="sum"
+            )
             total += float(nll)
             count += ids[:, 1:].numel()
             if bar is not None:
@@ -94,7 +102,9 @@ def _split_tokens(datamodule, split: str) -> tuple[np.ndarray, str]:
 
     if split == "all":
         text = datamodule.load_text()
-        return cached_tokens(text, datamodule.tokenizer, datamodule.cache_dir, f"{datamodule.name}-all"), text
+        return cached_tokens(
+            text, datamodule.tokenizer, datamodule.cache_dir, f"{datamodule.name}-all"
+        ), text
     datamodule.prepare_data()
     train_text, val_text = datamodule.split_text()
     if split == "train":
@@ -112,7 +122,9 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     from gptlab.checkpoint import CheckpointError, load_model
 
     if not cfg.get("ckpt"):
-        raise ConfigError("ckpt=<path to a .ckpt file> is required, e.g. ckpt=outputs/<date>/<time>/checkpoints/last.ckpt")
+        raise ConfigError(
+            "ckpt=<path to a .ckpt file> is required, e.g. ckpt=outputs/<date>/<time>/checkpoints/last.ckpt"
+        )
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split}; use one of {', '.join(SPLITS)}")
     if int(cfg.batch_size) < 1:
@@ -121,8 +133,10 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     loaded = load_model(cfg.ckpt, map_location=device)
     bad = loaded.first_nonfinite_weight()
     if bad is not None:
-        raise CheckpointError(f"{cfg.ckpt} cannot be scored: its weights are not finite ({bad} holds NaN or inf); "
-                              "use an earlier checkpoint of the run")
+        raise CheckpointError(
+            f"{cfg.ckpt} cannot be scored: its weights are not finite ({bad} holds NaN or inf); "
+            "use an earlier checkpoint of the run"
+        )
     block_size = loaded.model.config.block_size
     with open_dict(cfg):
         cfg.model.block_size = block_size
@@ -131,12 +145,16 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     tokens, text = _split_tokens(datamodule, cfg.split)
 
     start = time.perf_counter()
-    total, count = score_tokens(loaded.model, tokens, block_size, int(cfg.batch_size), device, bool(cfg.progress))
+    total, count = score_tokens(
+        loaded.model, tokens, block_size, int(cfg.batch_size), device, bool(cfg.progress)
+    )
     seconds = time.perf_counter() - start
     loss = total / count
     if not math.isfinite(loss):
-        raise CheckpointError(f"the loss of {cfg.ckpt} on this text is not finite ({loss}): the model's outputs overflow, "
-                              "so its weights are not usable; use an earlier checkpoint of the run")
+        raise CheckpointError(
+            f"the loss of {cfg.ckpt} on this text is not finite ({loss}): the model's outputs overflow, "
+            "so its weights are not usable; use an earlier checkpoint of the run"
+        )
     n_bytes = len(text.encode("utf-8", errors="surrogatepass"))
     result = {
         "ckpt": str(Path(cfg.ckpt).resolve()),
@@ -160,15 +178,23 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
 
 def output_path(cfg: DictConfig, data_name: str) -> Path:
     """Where the JSON goes: ``output=``, else beside the checkpoint."""
-    return Path(cfg.output) if cfg.get("output") else _default_output(Path(cfg.ckpt), data_name, cfg.split)
+    return (
+        Path(cfg.output)
+        if cfg.get("output")
+        else _default_output(Path(cfg.ckpt), data_name, cfg.split)
+    )
 
 
 def write_result(result: dict[str, Any]) -> None:
     """Write ``result`` as JSON to ``result["output"]`` (atomically)."""
     output = Path(result["output"])
     if output.is_dir():
-        raise ConfigError(f"output={output} is a folder; give a file path, e.g. output={output}/eval.json")
-    atomic_write_text(output, json.dumps({k: v for k, v in result.items() if k != "output"}, indent=2) + "\n")
+        raise ConfigError(
+            f"output={output} is a folder; give a file path, e.g. output={output}/eval.json"
+        )
+    atomic_write_text(
+        output, json.dumps({k: v for k, v in result.items() if k != "output"}, indent=2) + "\n"
+    )
 
 
 def _default_output(ckpt: Path, data_name: str, split: str) -> Path:
@@ -182,7 +208,8 @@ def main(cfg: DictConfig) -> None:
     r = evaluate(cfg, write=False)
     print(
         f"{r['data']} {r['split']}: {r['predicted_tokens']:,} tokens | loss {r['loss']:.4f} | "
-        f"perplexity {r['perplexity']:.3f} | bpb {r['bpb']:.4f} | {r['seconds']:.1f}s", flush=True
+        f"perplexity {r['perplexity']:.3f} | bpb {r['bpb']:.4f} | {r['seconds']:.1f}s",
+        flush=True,
     )
     try:
         write_result(r)

@@ -50,10 +50,14 @@ def export_safetensors(model: GPT, tokenizer: Tokenizer, out: Path) -> Path:
 def export(ckpt: str | Path, format: str = "safetensors", out: str | Path | None = None) -> Path:
     """Export one checkpoint (or any source ``load_model`` reads); returns the folder written."""
     if format not in FORMATS:
-        raise ConfigError(f"format={format!r} is not an export format; use one of {', '.join(FORMATS)}")
+        raise ConfigError(
+            f"format={format!r} is not an export format; use one of {', '.join(FORMATS)}"
+        )
     folder = Path(out) if out else Path(ckpt).resolve().parent.parent / "export" / format
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"out={folder} is a file; an export is a folder: give a new or existing folder")
+        raise ConfigError(
+            f"out={folder} is a file; an export is a folder: give a new or existing folder"
+        )
     loaded = load_model(ckpt)
     try:
         with torch.no_grad():
@@ -61,9 +65,13 @@ def export(ckpt: str | Path, format: str = "safetensors", out: str | Path | None
                 loaded.model.save_hf(folder)
             else:
                 export_safetensors(loaded.model, loaded.tokenizer, folder)
-    except OSError as e:  # read-only or full disk, a file in the way: the files already there are intact
-        raise ConfigError(f"could not write the export to {folder} ({e.strerror or e}); choose a folder you can "
-                          "write to with enough free space, e.g. out=<folder>") from None
+    except (
+        OSError
+    ) as e:  # read-only or full disk, a file in the way: the files already there are intact
+        raise ConfigError(
+            f"could not write the export to {folder} ({e.strerror or e}); choose a folder you can "
+            "write to with enough free space, e.g. out=<folder>"
+        ) from None
     return folder
 
 

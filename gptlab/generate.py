@@ -54,9 +54,13 @@ from gptlab.utils.io import atomic_write_text
 
 SEPARATOR = "\n---------------"
 DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
 }
 
 
@@ -75,8 +79,12 @@ class Session:
     err: TextIO
 
 
-def run_cli(cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | None = None,
-            stderr: TextIO | None = None) -> int:
+def run_cli(
+    cfg: DictConfig,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
     """Run the command; user errors print one line to ``stderr`` and return 1."""
     stderr = stderr or sys.stderr
     try:
@@ -100,15 +108,21 @@ def _one_line_warnings(stream: TextIO) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         original = warnings.showwarning
-        warnings.showwarning = lambda message, category, *args, **kwargs: print(f"warning: {message}", file=stream)
+        warnings.showwarning = lambda message, category, *args, **kwargs: print(
+            f"warning: {message}", file=stream
+        )
         try:
             yield
         finally:
             warnings.showwarning = original
 
 
-def run_generate(cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | None = None,
-                 stderr: TextIO | None = None) -> list[dict[str, Any]]:
+def run_generate(
+    cfg: DictConfig,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> list[dict[str, Any]]:
     """Generate as ``cfg`` says; returns one record per sample (what ``output`` holds)."""
     from gptlab.checkpoint import CheckpointError, load_model
 
@@ -118,8 +132,10 @@ def run_generate(cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | 
     dtype = pick_dtype(cfg.get("dtype"))
     prompts = read_prompts(cfg)  # before loading: a missing prompt file fails fast
     if not cfg.get("ckpt") and not cfg.get("hf"):
-        raise ConfigError("no checkpoint given: pass ckpt=<path to a .ckpt written by python -m gptlab.train> "
-                          "or hf=<a Hugging Face GPT-2 folder>")
+        raise ConfigError(
+            "no checkpoint given: pass ckpt=<path to a .ckpt written by python -m gptlab.train> "
+            "or hf=<a Hugging Face GPT-2 folder>"
+        )
     if cfg.get("ckpt") and cfg.get("hf"):
         raise ConfigError("pass either ckpt= or hf=, not both")
     num_samples = int(cfg.get("num_samples", 1))
@@ -130,29 +146,46 @@ def run_generate(cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | 
     loaded = load_model(source, map_location="cpu", kind=None if cfg.get("ckpt") else "hf")
     bad = loaded.first_nonfinite_weight()
     if bad is not None:
-        raise CheckpointError(f"{source} cannot generate text: its weights are not finite ({bad} holds NaN or inf); "
-                              "use an earlier checkpoint of the run")
+        raise CheckpointError(
+            f"{source} cannot generate text: its weights are not finite ({bad} holds NaN or inf); "
+            "use an earlier checkpoint of the run"
+        )
     model = loaded.model.to(device=device, dtype=dtype)
     model_dtype = next(model.parameters()).dtype  # dtype=None keeps the checkpoint's
     if device.type == "cpu" and model_dtype == torch.float32:
         model.to_decode_layout()  # column-major weights: faster one-token steps on CPU BLAS (measured in float32)
     generator = torch.Generator(device=device).manual_seed(sampler.seed)
     settings = {
-        "ckpt": str(Path(source).absolute()), "sampler": sampler.to_dict(),
-        "device": str(device), "dtype": str(model_dtype).removeprefix("torch."),
+        "ckpt": str(Path(source).absolute()),
+        "sampler": sampler.to_dict(),
+        "device": str(device),
+        "dtype": str(model_dtype).removeprefix("torch."),
         "use_cache": bool(cfg.get("use_cache", True)),
     }
-    session = Session(model, loaded.tokenizer, sampler, generator, settings,
-                      bool(cfg.get("use_cache", True)), bool(cfg.get("stream", True)), out, err)
+    session = Session(
+        model,
+        loaded.tokenizer,
+        sampler,
+        generator,
+        settings,
+        bool(cfg.get("use_cache", True)),
+        bool(cfg.get("stream", True)),
+        out,
+        err,
+    )
     output = Path(cfg.output) if cfg.get("output") else None
     if output is not None and output.is_dir():
-        raise ConfigError(f"output={output} is a folder; give a file path, e.g. output={output}/samples.jsonl")
+        raise ConfigError(
+            f"output={output} is a folder; give a file path, e.g. output={output}/samples.jsonl"
+        )
     records: list[dict[str, Any]] = []
 
     def save(new: list[dict[str, Any]]) -> None:
         records.extend(new)
         if output is not None:  # rewrite whole: a crash or Ctrl-C keeps every finished sample
-            atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            atomic_write_text(
+                output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            )
 
     if cfg.get("interactive"):
         _interactive(session, num_samples, stdin, save)
@@ -178,7 +211,10 @@ def build_sampler(cfg: DictConfig) -> SamplerConfig:
     if values.get("seed") is None:
         values["seed"] = secrets.randbits(31)
     if values.get("stop"):
-        values["stop"] = [unescape(s) for s in ([values["stop"]] if isinstance(values["stop"], str) else values["stop"])]
+        values["stop"] = [
+            unescape(s)
+            for s in ([values["stop"]] if isinstance(values["stop"], str) else values["stop"])
+        ]
     try:
         return SamplerConfig.from_mapping(values)
     except (ValueError, TypeError) as e:
@@ -207,23 +243,34 @@ def read_prompts(cfg: DictConfig) -> list[str]:
         return [unescape(str(cfg.get("prompt") or ""))]
     path = Path(cfg.prompt_file)
     if not path.is_file():
-        raise ConfigError(f"prompt_file={path} does not exist; pass a text file with one prompt per line")
+        raise ConfigError(
+            f"prompt_file={path} does not exist; pass a text file with one prompt per line"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"prompt_file={path} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at "
-                          f"position {e.start}); save it as UTF-8") from None
+        raise ConfigError(
+            f"prompt_file={path} is not UTF-8 text (byte {e.object[e.start : e.start + 1]!r} at "
+            f"position {e.start}); save it as UTF-8"
+        ) from None
     prompts = [unescape(line) for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ConfigError(f"prompt_file={path} has no prompts (every line is blank)")
     return prompts
 
 
-def _record(s: Session, prompt: str, sample: int, ids: list[int], seconds: float, **extra: Any) -> dict[str, Any]:
+def _record(
+    s: Session, prompt: str, sample: int, ids: list[int], seconds: float, **extra: Any
+) -> dict[str, Any]:
     return {
-        "prompt": prompt, "completion": completion_text(s.tokenizer, ids, s.sampler.stop),
-        "sample": sample, "new_tokens": len(ids), "seconds": round(seconds, 4),
-        "tokens_per_s": round(len(ids) / max(seconds, 1e-9), 2), **extra, "settings": s.settings,
+        "prompt": prompt,
+        "completion": completion_text(s.tokenizer, ids, s.sampler.stop),
+        "sample": sample,
+        "new_tokens": len(ids),
+        "seconds": round(seconds, 4),
+        "tokens_per_s": round(len(ids) / max(seconds, 1e-9), 2),
+        **extra,
+        "settings": s.settings,
     }
 
 
@@ -231,8 +278,15 @@ def _one(s: Session, prompt: str, sample: int) -> dict[str, Any]:
     """One prompt, one sample, streamed to ``s.out`` as the tokens come."""
     ids = encode_prompt(s.tokenizer, prompt)
     t0 = time.perf_counter()
-    steps = generate(s.model, [ids], s.sampler, stream=True, use_cache=s.use_cache,
-                     tokenizer=s.tokenizer, generator=s.generator)
+    steps = generate(
+        s.model,
+        [ids],
+        s.sampler,
+        stream=True,
+        use_cache=s.use_cache,
+        tokenizer=s.tokenizer,
+        generator=s.generator,
+    )
     text = TextStream(s.tokenizer, s.sampler.stop)
     s.out.write(prompt)
     for step in steps:
@@ -245,7 +299,10 @@ def _one(s: Session, prompt: str, sample: int) -> dict[str, Any]:
     s.out.write((text.finish() if s.stream else text.text) + SEPARATOR + "\n")
     s.out.flush()
     record = _record(s, prompt, sample, text.ids, seconds)
-    print(f"[{record['new_tokens']} tokens in {seconds:.2f} s, {record['tokens_per_s']:.1f} tokens/s]", file=s.err)
+    print(
+        f"[{record['new_tokens']} tokens in {seconds:.2f} s, {record['tokens_per_s']:.1f} tokens/s]",
+        file=s.err,
+    )
     return record
 
 
@@ -254,15 +311,22 @@ def _batch(s: Session, prompts: list[str], num_samples: int) -> list[dict[str, A
     rows = [(p, i) for p in prompts for i in range(num_samples)]
     ids = [encode_prompt(s.tokenizer, p) for p, _ in rows]
     t0 = time.perf_counter()
-    new = generate(s.model, ids, s.sampler, use_cache=s.use_cache, tokenizer=s.tokenizer, generator=s.generator)
+    new = generate(
+        s.model, ids, s.sampler, use_cache=s.use_cache, tokenizer=s.tokenizer, generator=s.generator
+    )
     seconds = time.perf_counter() - t0
     batch_rate = round(sum(map(len, new)) / max(seconds, 1e-9), 2)
-    records = [_record(s, p, i, toks, seconds, batch_size=len(rows), batch_tokens_per_s=batch_rate)
-               for (p, i), toks in zip(rows, new)]
+    records = [
+        _record(s, p, i, toks, seconds, batch_size=len(rows), batch_tokens_per_s=batch_rate)
+        for (p, i), toks in zip(rows, new)
+    ]
     for r in records:
         s.out.write(r["prompt"] + r["completion"] + SEPARATOR + "\n")
     s.out.flush()
-    print(f"[{len(rows)} samples, {sum(map(len, new))} tokens in {seconds:.2f} s, {batch_rate:.1f} tokens/s]", file=s.err)
+    print(
+        f"[{len(rows)} samples, {sum(map(len, new))} tokens in {seconds:.2f} s, {batch_rate:.1f} tokens/s]",
+        file=s.err,
+    )
     return records
 
 

@@ -23,7 +23,9 @@ from typing import Any
 from gptlab.model.config import AttentionConfig, GPTConfig
 
 
-def _schema_of(source: type, name: str, nested: dict[str, type], overrides: dict[str, tuple[Any, Any]]) -> type:
+def _schema_of(
+    source: type, name: str, nested: dict[str, type], overrides: dict[str, tuple[Any, Any]]
+) -> type:
     """A plain dataclass with ``source``'s fields, types and defaults (``nested`` swaps field types)."""
     hints = typing.get_type_hints(source)
     fields = []
@@ -32,11 +34,15 @@ def _schema_of(source: type, name: str, nested: dict[str, type], overrides: dict
             kind, default = overrides[f.name]
             fields.append((f.name, kind, dataclasses.field(default=default)))
         elif f.name in nested:
-            fields.append((f.name, nested[f.name], dataclasses.field(default_factory=nested[f.name])))
+            fields.append(
+                (f.name, nested[f.name], dataclasses.field(default_factory=nested[f.name]))
+            )
         elif f.default is not dataclasses.MISSING:
             fields.append((f.name, hints[f.name], dataclasses.field(default=f.default)))
         else:
-            fields.append((f.name, hints[f.name], dataclasses.field(default_factory=f.default_factory)))
+            fields.append(
+                (f.name, hints[f.name], dataclasses.field(default_factory=f.default_factory))
+            )
     return dataclasses.make_dataclass(name, fields, namespace={"__module__": __name__})
 
 

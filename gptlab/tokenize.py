@@ -21,9 +21,13 @@ from gptlab.errors import ConfigError
 
 def tokenize(cfg: DictConfig) -> dict[str, float | str]:
     """Train (or load) the configured tokenizer, save it, and return its statistics."""
-    output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "tokenizer.json"
+    output = (
+        Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "tokenizer.json"
+    )
     if output.is_dir():  # checked before the minutes of training, not after
-        raise ConfigError(f"output={output} is a folder; give a file path, e.g. output={output}/tokenizer.json")
+        raise ConfigError(
+            f"output={output} is a folder; give a file path, e.g. output={output}/tokenizer.json"
+        )
     datamodule = hydra.utils.instantiate(cfg.data)
     train_text, val_text = datamodule.split_text()
     start = time.perf_counter()
@@ -45,7 +49,11 @@ def tokenize(cfg: DictConfig) -> dict[str, float | str]:
         f"validation split: {stats['val_bytes_per_token']:.3f} bytes per token "
         f"({val_bytes:,} bytes -> {len(val_ids):,} tokens)\n"
         f"saved to {output}"
-        + (f"; train with it: tokenizer=bpe tokenizer.path={output}" if tokenizer.kind == "bpe" else "")
+        + (
+            f"; train with it: tokenizer=bpe tokenizer.path={output}"
+            if tokenizer.kind == "bpe"
+            else ""
+        )
     )
     return stats
 

@@ -49,7 +49,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, floa
         return _train(cfg, folder, target.checkpoint, overrides if owner else None)
 
 
-def _train(cfg: DictConfig, folder: runs.RunFolder, checkpoint: Path | None, overrides: list[str] | None) -> dict[str, float]:
+def _train(
+    cfg: DictConfig, folder: runs.RunFolder, checkpoint: Path | None, overrides: list[str] | None
+) -> dict[str, float]:
     import torch
 
     from gptlab.checkpoint import read_checkpoint
@@ -74,27 +76,46 @@ def _train(cfg: DictConfig, folder: runs.RunFolder, checkpoint: Path | None, ove
     datamodule.prepare_data()  # tokenize (cached) before the model: too-small corpora fail fast
     model_config = check_vocab(tokenizer.vocab_size, cfg.model)
     if saved is not None and checkpoint is not None and step is not None:
-        runs.check_resume_fits(checkpoint, dict(saved["hyper_parameters"]["model_config"]), model_config)
+        runs.check_resume_fits(
+            checkpoint, dict(saved["hyper_parameters"]["model_config"]), model_config
+        )
         runs.check_not_finished(checkpoint, step, int(cfg.trainer.max_steps))
     guard = TrainingGuard(bool(cfg.trainer.get("skip_nonfinite", False)))
     trainer = build.build_trainer(cfg, first_callbacks=[StopOnSignal(), guard])
     try:
         module = build.build_module(cfg, model_config, tokenizer)  # the model is allocated here
         if trainer.is_global_zero:  # every check has passed: record the launch
-            folder.start_launch(OmegaConf.to_container(cfg, resolve=True), tokenizer, overrides,  # type: ignore[arg-type]
-                                int(trainer.world_size), str(trainer.strategy.root_device), resumed_step=step)
+            folder.start_launch(
+                OmegaConf.to_container(cfg, resolve=True),
+                tokenizer,
+                overrides,  # type: ignore[arg-type]
+                int(trainer.world_size),
+                str(trainer.strategy.root_device),
+                resumed_step=step,
+            )
             _announce(cfg, folder, module, tokenizer, trainer)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None, weights_only=True)
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=str(checkpoint) if checkpoint else None,
+            weights_only=True,
+        )
     except Exception as e:
         if is_out_of_memory(e):
             raise OutOfMemory.explain(cfg, str(trainer.strategy.root_device)) from None
         raise
     finally:
         finish_wandb()
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    return {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if torch.is_tensor(v) and v.numel() == 1
+    }
 
 
-def _announce(cfg: DictConfig, folder: runs.RunFolder, module: Any, tokenizer: Any, trainer: Any) -> None:
+def _announce(
+    cfg: DictConfig, folder: runs.RunFolder, module: Any, tokenizer: Any, trainer: Any
+) -> None:
     c = module.config
     print(
         f"gptlab: {module.model.num_parameters():,} parameters ({c.n_layer} layers, {c.n_head} heads, "
@@ -104,14 +125,18 @@ def _announce(cfg: DictConfig, folder: runs.RunFolder, module: Any, tokenizer: A
     )
 
 
-def optimized_value(metrics: dict[str, float], name: str | None, required: bool = True) -> float | None:
+def optimized_value(
+    metrics: dict[str, float], name: str | None, required: bool = True
+) -> float | None:
     """The metric a sweeper optimises; a clear error when the run never logged it."""
     if not name:
         return None
     if name not in metrics:
         if not required:
             return None
-        raise ConfigError(f"optimized_metric={name!r} was never logged; logged metrics are {sorted(metrics)}")
+        raise ConfigError(
+            f"optimized_metric={name!r} was never logged; logged metrics are {sorted(metrics)}"
+        )
     return metrics[name]
 
 
@@ -140,7 +165,9 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     cfg, overrides = compose_run(cfg, [str(o) for o in hydra_cfg.overrides.task])
     metrics = train(cfg, overrides)
-    return optimized_value(metrics, cfg.get("optimized_metric"), required=hydra_cfg.mode == RunMode.MULTIRUN)
+    return optimized_value(
+        metrics, cfg.get("optimized_metric"), required=hydra_cfg.mode == RunMode.MULTIRUN
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ R50K = SHARED_DATA / "r50k_base.tiktoken"
 # tiktoken caches a download under the sha1 of its address; this is r50k_base's.
 R50K_CACHE_NAME = "0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4"
 
-needs_shakespeare = pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"{SHAKESPEARE} is not there")
+needs_shakespeare = pytest.mark.skipif(
+    not SHAKESPEARE.is_file(), reason=f"{SHAKESPEARE} is not there"
+)
 needs_r50k = pytest.mark.skipif(not R50K.is_file(), reason=f"{R50K} is not there")
 
 TINY_OVERRIDES = [

@@ -23,8 +23,12 @@ import pytest
 
 def _mount_tmpfs(where: Path, options: str) -> bool:
     where.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return done.returncode == 0
 
 
@@ -50,7 +54,9 @@ def read_only_folder(parent: Path, files: dict[str, bytes] | None = None) -> Ite
         try:
             for name, data in (files or {}).items():
                 (folder / name).write_bytes(data)
-            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+            subprocess.run(
+                ["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True
+            )
             assert _writes_blocked(folder)
             yield folder
         finally:
@@ -61,8 +67,10 @@ def read_only_folder(parent: Path, files: dict[str, bytes] | None = None) -> Ite
     folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
         if not _writes_blocked(folder):
-            pytest.skip("cannot make a read-only folder here: mounting is not permitted and this user "
-                        f"(uid {os.getuid()}) writes through chmod")
+            pytest.skip(
+                "cannot make a read-only folder here: mounting is not permitted and this user "
+                f"(uid {os.getuid()}) writes through chmod"
+            )
         yield folder
     finally:
         folder.chmod(stat.S_IRWXU)

@@ -34,8 +34,13 @@ io.save_checkpoint(big, path)
 
 def kill_while_writing(path: Path, megabytes: int) -> bool:
     """Start a writer, SIGKILL it once its temporary file holds some data; True if it was mid-write."""
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(megabytes)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), str(megabytes)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "old saved", proc.stderr.read()
         deadline = time.monotonic() + 60
@@ -62,7 +67,9 @@ def test_kill_during_a_large_checkpoint_write_keeps_the_previous_one(tmp_path):
         raise AssertionError("could not catch the writer mid-write")
     data = torch.load(path, weights_only=True)
     assert data["version"] == "old" and torch.equal(data["w"], torch.arange(10))
-    assert remove_stale_temp_files(path.parent), "the killed writer's partial file should be there to clean"
+    assert remove_stale_temp_files(path.parent), (
+        "the killed writer's partial file should be there to clean"
+    )
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
 
 
@@ -71,11 +78,24 @@ def test_keep_last_bounds_the_checkpoints_and_last_is_the_newest(tmp_path):
     stale = run / "checkpoints" / ".step000002.ckpt.0123abcd.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a checkpoint from a killed run")
-    cfg = compose_train([*TINY_OVERRIDES, "~callbacks.sample_text", "trainer.max_steps=8", "checkpoint.every_n_steps=2",
-                         "checkpoint.keep_last=2", "callbacks.model_checkpoint.monitor=null"], run)
+    cfg = compose_train(
+        [
+            *TINY_OVERRIDES,
+            "~callbacks.sample_text",
+            "trainer.max_steps=8",
+            "checkpoint.every_n_steps=2",
+            "checkpoint.keep_last=2",
+            "callbacks.model_checkpoint.monitor=null",
+        ],
+        run,
+    )
     train(cfg)
     folder = run / "checkpoints"
-    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step000006.ckpt", "step000008.ckpt"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "last.ckpt",
+        "step000006.ckpt",
+        "step000008.ckpt",
+    ]
     last, newest = folder / "last.ckpt", folder / "step000008.ckpt"
     assert last.read_bytes() == newest.read_bytes()
     assert torch.load(last, weights_only=True)["global_step"] == 8
@@ -83,8 +103,18 @@ def test_keep_last_bounds_the_checkpoints_and_last_is_the_newest(tmp_path):
 
 def test_the_best_by_validation_survives_pruning(tmp_path):
     run = tmp_path / "run"
-    cfg = compose_train([*TINY_OVERRIDES, "~callbacks.sample_text", "trainer.max_steps=6", "trainer.val_check_interval=2",
-                         "checkpoint.every_n_steps=2", "checkpoint.keep_last=1", "optimizer.lr=3e-2"], run)
+    cfg = compose_train(
+        [
+            *TINY_OVERRIDES,
+            "~callbacks.sample_text",
+            "trainer.max_steps=6",
+            "trainer.val_check_interval=2",
+            "checkpoint.every_n_steps=2",
+            "checkpoint.keep_last=1",
+            "optimizer.lr=3e-2",
+        ],
+        run,
+    )
     train(cfg)
     with open(run / "metrics.csv", newline="") as f:
         val = {int(r["step"]): float(r["val/loss"]) for r in csv.DictReader(f) if r.get("val/loss")}
@@ -92,8 +122,13 @@ def test_the_best_by_validation_survives_pruning(tmp_path):
     best_step = val_step + 1  # metrics.csv counts steps from 0
     names = {p.name for p in (run / "checkpoints").iterdir()}
     assert names == {"last.ckpt", "step000006.ckpt", f"step{best_step:06d}.ckpt"}, (names, val)
-    state = next(v for k, v in torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"].items()
-                 if k.startswith("CheckpointSchedule"))
+    state = next(
+        v
+        for k, v in torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)[
+            "callbacks"
+        ].items()
+        if k.startswith("CheckpointSchedule")
+    )
     assert os.path.basename(state["best_model_path"]) in names
     assert abs(float(state["best_model_score"]) - val[val_step]) < 1e-6
 

@@ -221,7 +221,9 @@ def test_build_from_config(tmp_path):
     hydra = pytest.importorskip("hydra")
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "gptlab" / "conf" / "tokenizer" / "bpe.yaml")
+    cfg = OmegaConf.load(
+        Path(__file__).resolve().parents[1] / "gptlab" / "conf" / "tokenizer" / "bpe.yaml"
+    )
     cfg.vocab_size = 300
     cfg.progress = False
     factory = hydra.utils.instantiate(cfg)

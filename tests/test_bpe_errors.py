@@ -262,12 +262,15 @@ def test_an_edited_special_token_breaks_its_checksum(saved):
 
 def test_a_split_pattern_that_drops_text_is_refused_on_load(saved):
     """A pattern_regex that matched only words silently dropped 95% of the probe's text."""
+
     def edit(d):
         d.pop("settings_sha256")  # a deliberate edit, the checksum removed
         d["pattern_regex"] = r"\w+"
 
     _rewrite(saved, edit)
-    with pytest.raises(TokenizerError, match=r"does not match the characters .* silently drop them") as caught:
+    with pytest.raises(
+        TokenizerError, match=r"does not match the characters .* silently drop them"
+    ) as caught:
         BPETokenizer.load(saved)
     assert "\n" not in str(caught.value)
 
@@ -291,14 +294,19 @@ def test_the_fingerprint_covers_the_split_pattern(tok):
 
 def test_a_special_token_id_far_past_the_vocabulary_is_refused(saved, tok):
     """Id 3,000,000,000 made the model ask for a 12-512 GB embedding table."""
+
     def edit(d):
         d.pop("settings_sha256")
         d["special_tokens"] = {EOT: 3_000_000_000}
 
     _rewrite(saved, edit)
-    with pytest.raises(TokenizerError, match=r"special token '<\|endoftext\|>' has id 3,000,000,000, far past"):
+    with pytest.raises(
+        TokenizerError, match=r"special token '<\|endoftext\|>' has id 3,000,000,000, far past"
+    ):
         BPETokenizer.load(saved)
-    near = BPETokenizer(tok.merges, special_tokens={EOT: len(tok.vocab) + 20})  # tiktoken-style gaps still load
+    near = BPETokenizer(
+        tok.merges, special_tokens={EOT: len(tok.vocab) + 20}
+    )  # tiktoken-style gaps still load
     assert near.vocab_size == len(tok.vocab) + 21
 
 

@@ -27,26 +27,53 @@ TOKENS_PER_STEP = 512
 FLOPS_PER_TOKEN = 1e6
 
 
-def fake_run(folder: Path, overrides: list[str], val_losses: list[float], every: int = 10,
-             tokens_per_step: int = TOKENS_PER_STEP, error: str | None = None, params: int = 1000) -> Path:
+def fake_run(
+    folder: Path,
+    overrides: list[str],
+    val_losses: list[float],
+    every: int = 10,
+    tokens_per_step: int = TOKENS_PER_STEP,
+    error: str | None = None,
+    params: int = 1000,
+) -> Path:
     """A run folder as gptlab.train writes it: validations every ``every`` steps, throughput each step."""
     folder.mkdir(parents=True)
     (folder / ".hydra").mkdir()
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     config = {"seed": 1, "optimizer": {"lr": 0.001}, "model": {"n_layer": 2}}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    columns = ["epoch", "perf/tokens_per_sec", "step", "train/flops", "train/loss", "train/tokens", "train/wall_time", "val/loss"]
+    columns = [
+        "epoch",
+        "perf/tokens_per_sec",
+        "step",
+        "train/flops",
+        "train/loss",
+        "train/tokens",
+        "train/wall_time",
+        "val/loss",
+    ]
     with open(folder / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for i, loss in enumerate(val_losses):
             for step in range(i * every + 1, (i + 1) * every + 1):
                 tokens = step * tokens_per_step
-                writer.writerow({"epoch": 0, "step": step - 1, "perf/tokens_per_sec": 1000.0, "train/loss": loss + 0.1,
-                                 "train/tokens": tokens, "train/flops": tokens * FLOPS_PER_TOKEN, "train/wall_time": step * 0.5})
+                writer.writerow(
+                    {
+                        "epoch": 0,
+                        "step": step - 1,
+                        "perf/tokens_per_sec": 1000.0,
+                        "train/loss": loss + 0.1,
+                        "train/tokens": tokens,
+                        "train/flops": tokens * FLOPS_PER_TOKEN,
+                        "train/wall_time": step * 0.5,
+                    }
+                )
             writer.writerow({"epoch": 0, "step": (i + 1) * every - 1, "val/loss": loss})
     status = "failed" if error else "finished"
-    (folder / "summary.json").write_text(json.dumps({"status": status, "params": params, "wall_time": 12.5}))
+    (folder / "summary.json").write_text(
+        json.dumps({"status": status, "params": params, "wall_time": 12.5})
+    )
     if error:
         (folder / "error.txt").write_text(f"Traceback ...\n{error}\n")
     return folder
@@ -56,11 +83,18 @@ def fake_run(folder: Path, overrides: list[str], val_losses: list[float], every:
 def seed_sweep(tmp_path: Path) -> tuple[Path, dict[str, list[float]]]:
     """Two configurations x four seeds, with final losses drawn around different means."""
     rng = random.Random(7)
-    finals = {"learned": [3.0 + rng.gauss(0, 0.01) for _ in range(4)], "rope": [2.985 + rng.gauss(0, 0.01) for _ in range(4)]}
+    finals = {
+        "learned": [3.0 + rng.gauss(0, 0.01) for _ in range(4)],
+        "rope": [2.985 + rng.gauss(0, 0.01) for _ in range(4)],
+    }
     job = 0
     for pos, losses in finals.items():
         for seed, final in enumerate(losses, start=1):
-            fake_run(tmp_path / "sweep" / str(job), ["model=micro", f"model.pos={pos}", f"seed={seed}"], [3.5, 3.2, final])
+            fake_run(
+                tmp_path / "sweep" / str(job),
+                ["model=micro", f"model.pos={pos}", f"seed={seed}"],
+                [3.5, 3.2, final],
+            )
             job += 1
     (tmp_path / "sweep" / "multirun.yaml").write_text("{}")
     return tmp_path / "sweep", finals
@@ -75,9 +109,14 @@ def test_seed_groups_mean_std_and_welch_p_value_match_scipy(seed_sweep):
         g = groups[f"model.pos={pos}"]
         assert g.mean == pytest.approx(np.mean(values), abs=1e-12)
         assert g.std == pytest.approx(np.std(values, ddof=1), abs=1e-12)
-    expected = scipy_stats.ttest_ind(finals["rope"], finals["learned"], equal_var=False, alternative="less").pvalue
+    expected = scipy_stats.ttest_ind(
+        finals["rope"], finals["learned"], equal_var=False, alternative="less"
+    ).pvalue
     assert groups["model.pos=rope"].p_value == pytest.approx(expected, rel=1e-9)
-    assert result.baseline is groups["model.pos=learned"] and groups["model.pos=learned"].p_value is None
+    assert (
+        result.baseline is groups["model.pos=learned"]
+        and groups["model.pos=learned"].p_value is None
+    )
     assert "(baseline)" in result.text and "mean ± std" in result.text
     with open(result.csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -101,7 +140,9 @@ def test_welch_t_test_matches_scipy(alternative):
 def test_student_t_cdf_matches_scipy_in_the_tails():
     for df in (0.7, 1, 3.3, 30, 3000):
         for t in (-40, -4, -0.5, 0, 0.5, 4, 40):
-            assert student_t_cdf(t, df) == pytest.approx(scipy_stats.t.cdf(t, df), rel=1e-8, abs=1e-15)
+            assert student_t_cdf(t, df) == pytest.approx(
+                scipy_stats.t.cdf(t, df), rel=1e-8, abs=1e-15
+            )
 
 
 def test_welch_needs_two_values_per_group():
@@ -125,7 +166,11 @@ def test_curves_against_tokens_flops_and_time(tmp_path):
     run = read_run(fake_run(tmp_path / "r", [], [3.0, 2.0, 1.0], every=10))
     steps = curve(run, x="steps")
     assert list(steps.x) == [10, 20, 30] and list(steps.y) == [3.0, 2.0, 1.0]
-    assert list(curve(run, x="tokens").x) == [10 * TOKENS_PER_STEP, 20 * TOKENS_PER_STEP, 30 * TOKENS_PER_STEP]
+    assert list(curve(run, x="tokens").x) == [
+        10 * TOKENS_PER_STEP,
+        20 * TOKENS_PER_STEP,
+        30 * TOKENS_PER_STEP,
+    ]
     assert curve(run, x="flops").x[-1] == pytest.approx(30 * TOKENS_PER_STEP * FLOPS_PER_TOKEN)
     assert list(curve(run, x="time").x) == [5.0, 10.0, 15.0]
 
@@ -140,8 +185,12 @@ def test_compute_matched_value_interpolates_and_refuses_unreached_budgets(tmp_pa
 
 def test_at_tokens_ranks_by_the_loss_at_equal_data(tmp_path):
     # The big run ends lower only because it saw twice the tokens.
-    fake_run(tmp_path / "s" / "0", ["model=small"], [3.0, 2.0, 1.8], tokens_per_step=200)  # 2k, 4k, 6k tokens
-    fake_run(tmp_path / "s" / "1", ["model=big"], [2.9, 1.5, 1.0], tokens_per_step=400)  # 4k, 8k, 12k tokens
+    fake_run(
+        tmp_path / "s" / "0", ["model=small"], [3.0, 2.0, 1.8], tokens_per_step=200
+    )  # 2k, 4k, 6k tokens
+    fake_run(
+        tmp_path / "s" / "1", ["model=big"], [2.9, 1.5, 1.0], tokens_per_step=400
+    )  # 4k, 8k, 12k tokens
     plain = compare(parse_argv([str(tmp_path / "s"), "plot=false", "x=tokens"]))
     assert [r["model"] for r in plain.rows] == ["big", "small"]
     assert "different tokens budgets; at_tokens=6e+03 compares them all" in plain.text
@@ -151,12 +200,17 @@ def test_at_tokens_ranks_by_the_loss_at_equal_data(tmp_path):
     assert matched.rows[0][column] == pytest.approx(1.8)
     assert matched.rows[1][column] == pytest.approx(2.2)  # halfway between 4k (2.9) and 8k (1.5)
     beyond = compare(parse_argv([str(tmp_path / "s"), "at_tokens=10000", "plot=false"]))
-    assert beyond.rows[1]["val/loss @ 1e+04 tokens"] is None and "every run reached 6e+03" in beyond.text
+    assert (
+        beyond.rows[1]["val/loss @ 1e+04 tokens"] is None
+        and "every run reached 6e+03" in beyond.text
+    )
 
 
 def test_suggested_budget_is_never_beyond_what_a_run_reached(tmp_path):
     """6,147 tokens printed to 3 digits would round up to 6.15e+03, which the small run never reached."""
-    fake_run(tmp_path / "s" / "0", ["model=small"], [3.0, 2.0, 1.8], every=1, tokens_per_step=2049)  # ends at 6,147
+    fake_run(
+        tmp_path / "s" / "0", ["model=small"], [3.0, 2.0, 1.8], every=1, tokens_per_step=2049
+    )  # ends at 6,147
     fake_run(tmp_path / "s" / "1", ["model=big"], [2.9, 1.5, 1.0], every=1, tokens_per_step=4000)
     plain = compare(parse_argv([str(tmp_path / "s"), "plot=false", "x=tokens"]))
     suggested = re.search(r"at_tokens=(\S+) compares", plain.text).group(1)
@@ -171,10 +225,21 @@ def test_long_legend_entries_keep_every_override(tmp_path):
     common = ["model.attention.backend=manual", "data.batch_size=12", "optimizer.weight_decay=0.1"]
     fake_run(tmp_path / "s" / "0", [*common, "optimizer.lr=0.001"], [3.0, 2.0])
     fake_run(tmp_path / "s" / "1", [*common, "optimizer.lr=0.003"], [2.9, 1.9])
-    fake_run(tmp_path / "s" / "2", ["model.attention.backend=sdpa", "data.batch_size=8", "optimizer.weight_decay=0.0",
-                                    "optimizer.lr=0.003"], [2.8, 1.8])
+    fake_run(
+        tmp_path / "s" / "2",
+        [
+            "model.attention.backend=sdpa",
+            "data.batch_size=8",
+            "optimizer.weight_decay=0.0",
+            "optimizer.lr=0.003",
+        ],
+        [2.8, 1.8],
+    )
     result = compare(parse_argv([str(tmp_path / "s"), "plot=false"]))
-    texts = [t.get_text() for t in comparison_figure(result.runs, result.groups).axes[0].get_legend().get_texts()]
+    texts = [
+        t.get_text()
+        for t in comparison_figure(result.runs, result.groups).axes[0].get_legend().get_texts()
+    ]
     assert len(set(texts)) == 3
     assert sum("optimizer.lr=0.001" in t.replace("\n", " ") for t in texts) == 1
     assert all(len(line) <= MAX_LABEL for t in texts for line in t.splitlines())
@@ -187,13 +252,28 @@ def test_figure_has_one_line_per_run_and_seed_groups_share_a_colour(seed_sweep):
     lines = fig.axes[0].get_lines()
     assert len(lines) == 8
     assert len({line.get_color() for line in lines}) == 2
-    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == ["model.pos=learned", "model.pos=rope"]
+    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == [
+        "model.pos=learned",
+        "model.pos=rope",
+    ]
     assert fig.axes[0].get_xlabel() == "training tokens"
 
 
 def test_key_value_options_and_paths_are_told_apart(tmp_path):
-    options = parse_argv([str(tmp_path), "x=flops", "at_flops=1e15", "baseline=model.n_layer=2 optimizer.lr=1e-3", "plot=false"])
-    assert options["runs"] == [str(tmp_path)] and options["x"] == "flops" and options["at_flops"] == "1e15"
+    options = parse_argv(
+        [
+            str(tmp_path),
+            "x=flops",
+            "at_flops=1e15",
+            "baseline=model.n_layer=2 optimizer.lr=1e-3",
+            "plot=false",
+        ]
+    )
+    assert (
+        options["runs"] == [str(tmp_path)]
+        and options["x"] == "flops"
+        and options["at_flops"] == "1e15"
+    )
     assert options["baseline"] == "model.n_layer=2 optimizer.lr=1e-3" and options["plot"] is False
     with pytest.raises(CompareError, match="unknown option colour="):
         parse_argv(["colour=red"])
@@ -213,8 +293,12 @@ def test_bad_input_gets_one_plain_sentence(tmp_path, capsys):
     assert "has logged any metrics" in capsys.readouterr().err
 
     fake_run(tmp_path / "ok" / "0", ["seed=1"], [2.0])
-    for args, expected in [(["x=parsecs"], "x=parsecs is not an axis"), (["at_tokens=lots"], "not a number"),
-                           (["baseline=model.pos=alibi"], "no group of runs matches"), (["metric=val/acc"], "no run in")]:
+    for args, expected in [
+        (["x=parsecs"], "x=parsecs is not an axis"),
+        (["at_tokens=lots"], "not a number"),
+        (["baseline=model.pos=alibi"], "no group of runs matches"),
+        (["metric=val/acc"], "no run in"),
+    ]:
         assert main([str(tmp_path / "ok"), *args]) == 1
         assert expected in capsys.readouterr().err
     assert main([str(tmp_path / "nowhere")]) == 1
@@ -230,13 +314,19 @@ def test_wandb_source_without_project_says_what_to_set(capsys):
 class FakeWandbRun:
     def __init__(self, name: str, lr: str, losses: list[float], state: str = "finished") -> None:
         self.name, self.id, self.state = name, name, state
-        self.config = {"optimizer.lr": float(lr), "overrides": [f"optimizer.lr={lr}", "hydra.run.dir=x"], "model/params": 99}
+        self.config = {
+            "optimizer.lr": float(lr),
+            "overrides": [f"optimizer.lr={lr}", "hydra.run.dir=x"],
+            "model/params": 99,
+        }
         self.summary = {"_runtime": 42.0, "model/params": 99}
         self._rows = []
         for i, loss in enumerate(losses):
             step = 10 * (i + 1) - 1
-            self._rows += [{"trainer/global_step": step, "train/tokens": 512.0 * (step + 1), "_step": 2 * i},
-                           {"trainer/global_step": step, "val/loss": loss, "_step": 2 * i + 1}]
+            self._rows += [
+                {"trainer/global_step": step, "train/tokens": 512.0 * (step + 1), "_step": 2 * i},
+                {"trainer/global_step": step, "val/loss": loss, "_step": 2 * i + 1},
+            ]
 
     def scan_history(self):
         return iter(self._rows)

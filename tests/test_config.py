@@ -13,7 +13,16 @@ from tests.conftest import CONF_DIR, TINY_OVERRIDES, compose_train
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 GROUP_OPTIONS = [
     (group, p.stem)
-    for group in ("optimizer", "scheduler", "sampler", "trainer", "logger", "data", "tokenizer", "debug")
+    for group in (
+        "optimizer",
+        "scheduler",
+        "sampler",
+        "trainer",
+        "logger",
+        "data",
+        "tokenizer",
+        "debug",
+    )
     for p in sorted((CONF_DIR / group).glob("*.yaml"))
 ]
 
@@ -22,8 +31,21 @@ def test_root_config_lists_every_group_in_precedence_order():
     defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "train.yaml"))["defaults"]
     names = [next(iter(d)).replace("optional ", "") if isinstance(d, dict) else d for d in defaults]
     assert names[0] == "_self_"
-    for group in ("data", "tokenizer", "model", "optimizer", "scheduler", "sampler", "trainer", "callbacks",
-                  "logger", "paths", "experiment", "hparams_search", "debug"):
+    for group in (
+        "data",
+        "tokenizer",
+        "model",
+        "optimizer",
+        "scheduler",
+        "sampler",
+        "trainer",
+        "callbacks",
+        "logger",
+        "paths",
+        "experiment",
+        "hparams_search",
+        "debug",
+    ):
         assert group in names
 
 
@@ -55,22 +77,41 @@ def test_recipe_applies_to_its_model_and_optimizer_pair_only(tmp_path):
     assert recipe.optimizer.lr != adamw.lr
     assert compose_train([], tmp_path / "a").optimizer.lr == recipe.optimizer.lr
     assert compose_train(["model=gpt124m"], tmp_path / "b").optimizer.lr == adamw.lr
-    assert compose_train(["optimizer=sgd"], tmp_path / "c").optimizer.lr == OmegaConf.load(
-        CONF_DIR / "optimizer" / "sgd.yaml").lr
+    assert (
+        compose_train(["optimizer=sgd"], tmp_path / "c").optimizer.lr
+        == OmegaConf.load(CONF_DIR / "optimizer" / "sgd.yaml").lr
+    )
     assert compose_train(["optimizer.lr=5e-4"], tmp_path / "d").optimizer.lr == 5e-4
-    assert compose_train(["experiment=shakespeare_char", "model=nano"], tmp_path / "e").optimizer.lr == 1e-3
-    for path in (CONF_DIR / "recipe").glob("*.yaml"):  # every recipe names a real model_optimizer pair
+    assert (
+        compose_train(["experiment=shakespeare_char", "model=nano"], tmp_path / "e").optimizer.lr
+        == 1e-3
+    )
+    for path in (CONF_DIR / "recipe").glob(
+        "*.yaml"
+    ):  # every recipe names a real model_optimizer pair
         model, optimizer = path.stem.rsplit("_", 1)
-        assert (CONF_DIR / "model" / f"{model}.yaml").is_file() and (CONF_DIR / "optimizer" / f"{optimizer}.yaml").is_file()
+        assert (CONF_DIR / "model" / f"{model}.yaml").is_file() and (
+            CONF_DIR / "optimizer" / f"{optimizer}.yaml"
+        ).is_file()
 
 
 def test_command_line_values_reach_the_objects(tmp_path):
-    cfg = compose_train([*TINY_OVERRIDES, "model.n_layer=3", "optimizer.lr=1e-3", "trainer.precision=bf16-mixed",
-                         "trainer.max_steps=500"], tmp_path / "run")
+    cfg = compose_train(
+        [
+            *TINY_OVERRIDES,
+            "model.n_layer=3",
+            "optimizer.lr=1e-3",
+            "trainer.precision=bf16-mixed",
+            "trainer.max_steps=500",
+        ],
+        tmp_path / "run",
+    )
     assert cfg.model.n_layer == 3 and cfg.scheduler.total_steps == 500
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     assert trainer.max_steps == 500 and str(trainer.precision) == "bf16-mixed"
-    opt = hydra.utils.instantiate(cfg.optimizer, GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8)))
+    opt = hydra.utils.instantiate(
+        cfg.optimizer, GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    )
     assert opt.param_groups[0]["lr"] == 1e-3
 
 
@@ -105,8 +146,15 @@ def test_model_schema_mirrors_gptconfig():
 
 def test_every_architecture_option_is_overridable_on_every_preset(tmp_path):
     for preset in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")):
-        cfg = compose_train([f"model={preset}", "model.position=rope",
-                             "model.attention.n_kv_head=1", "model.norm=rmsnorm"], tmp_path / "run")
+        cfg = compose_train(
+            [
+                f"model={preset}",
+                "model.position=rope",
+                "model.attention.n_kv_head=1",
+                "model.norm=rmsnorm",
+            ],
+            tmp_path / "run",
+        )
         assert cfg.model.position == "rope" and cfg.model.attention.n_kv_head == 1
 
 
@@ -122,9 +170,13 @@ def test_registering_the_model_schema_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, gptlab; from gptlab.schema import ModelSchema; from gptlab.model import GPTConfig; "
-            "assert 'torch' not in sys.modules, 'torch imported'; print(sorted(ModelSchema.__dataclass_fields__) == "
-            "sorted(GPTConfig.__dataclass_fields__))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys, gptlab; from gptlab.schema import ModelSchema; from gptlab.model import GPTConfig; "
+        "assert 'torch' not in sys.modules, 'torch imported'; print(sorted(ModelSchema.__dataclass_fields__) == "
+        "sorted(GPTConfig.__dataclass_fields__))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"

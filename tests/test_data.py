@@ -22,7 +22,13 @@ from tests.conftest import SHAKESPEARE, needs_shakespeare
 
 
 def make_dm(tmp_path, **kw) -> TextDataModule:
-    args = {"name": "t", "block_size": 8, "batch_size": 4, "cache_dir": str(tmp_path / "cache"), "val_batches": 2}
+    args = {
+        "name": "t",
+        "block_size": 8,
+        "batch_size": 4,
+        "cache_dir": str(tmp_path / "cache"),
+        "val_batches": 2,
+    }
     args.update(kw)
     return TextDataModule(**args)
 
@@ -201,13 +207,19 @@ def test_windows_pickle_the_token_cache_by_file_name_not_by_its_ids(tmp_path):
     blob = pickle.dumps(windows)
     assert len(blob) < 1_000 < dm.train_tokens.nbytes
     again = pickle.loads(blob)
-    assert isinstance(again.tokens, np.memmap) and str(again.tokens.filename) == str(dm.train_tokens.filename)
+    assert isinstance(again.tokens, np.memmap) and str(again.tokens.filename) == str(
+        dm.train_tokens.filename
+    )
     assert all(torch.equal(a, b) for a, b in zip(windows.batch(3), again.batch(3)))
-    in_memory = RandomWindows(np.arange(100, dtype=np.uint16), 8, 4)  # a plain array still pickles whole
+    in_memory = RandomWindows(
+        np.arange(100, dtype=np.uint16), 8, 4
+    )  # a plain array still pickles whole
     assert torch.equal(pickle.loads(pickle.dumps(in_memory)).batch(0)[0], in_memory.batch(0)[0])
 
 
-@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")  # on a 2-CPU machine
+@pytest.mark.filterwarnings(
+    "ignore:This DataLoader will create 3 worker processes"
+)  # on a 2-CPU machine
 @pytest.mark.parametrize("start_batch", [0, 5])
 def test_workers_serve_the_same_batches_in_the_same_order(tmp_path, start_batch):
     """Batch i depends only on (seed, rank, i) with or without workers, also from a resumed position."""
@@ -259,11 +271,23 @@ def test_training_with_workers_matches_training_without(tmp_path):
     runs = {}
     for workers in (0, 2):
         run = tmp_path / f"workers{workers}"
-        cfg = compose_train([*TINY_OVERRIDES, "~callbacks.sample_text", "model.dropout=0.1", "trainer.deterministic=true",
-                             f"data.num_workers={workers}"], run)
+        cfg = compose_train(
+            [
+                *TINY_OVERRIDES,
+                "~callbacks.sample_text",
+                "model.dropout=0.1",
+                "trainer.deterministic=true",
+                f"data.num_workers={workers}",
+            ],
+            run,
+        )
         train(cfg)
         with open(run / "metrics.csv", newline="") as f:
-            losses = {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+            losses = {
+                int(r["step"]): float(r["train/loss"])
+                for r in csv.DictReader(f)
+                if r.get("train/loss")
+            }
         state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         runs[workers] = (losses, state)
     (losses0, state0), (losses2, state2) = runs[0], runs[2]
@@ -292,7 +316,9 @@ def test_a_cache_whose_ids_exceed_the_vocabulary_is_refused_in_one_sentence(tmp_
     meta = json.loads(meta_path.read_text())
     meta["data_sha256"] = hashlib.sha256(data).hexdigest()
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(DataError, match=r"holds id 60000, but the tokenizer has only 3 ids; delete .* rebuilt") as caught:
+    with pytest.raises(
+        DataError, match=r"holds id 60000, but the tokenizer has only 3 ids; delete .* rebuilt"
+    ) as caught:
         cached_tokens("abcabc", tok, tmp_path, "x")
     assert "\n" not in str(caught.value)
 
@@ -308,7 +334,10 @@ def test_resume_uses_the_saved_char_tokenizer_and_refuses_new_characters(tmp_pat
     again = make_dm(tmp_path, source="file", path=str(corpus))
     refitted = CharTokenizer.from_corpus(again.split_text()[0])
     assert refitted.chars != saved["chars"]  # what a re-fit would silently have done
-    with pytest.raises(TokenizerError, match=r"1 character\(s\) that the run's saved character tokenizer does not know \('H'\)"):
+    with pytest.raises(
+        TokenizerError,
+        match=r"1 character\(s\) that the run's saved character tokenizer does not know \('H'\)",
+    ):
         again.use_saved_tokenizer(saved)
 
     corpus.write_text("hello world, hello there\n" * 20)
@@ -319,7 +348,12 @@ def test_resume_uses_the_saved_char_tokenizer_and_refuses_new_characters(tmp_pat
     assert tok.decode(unchanged.train_tokens[:5].tolist()) == "hello"
 
 
-@pytest.mark.parametrize(("key", "value"), [("batch_size", "abc"), ("batch_size", 0), ("block_size", 2.5), ("val_batches", -1)])
-def test_a_datamodule_built_directly_refuses_sizes_that_are_not_positive_integers(tmp_path, key, value):
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("batch_size", "abc"), ("batch_size", 0), ("block_size", 2.5), ("val_batches", -1)],
+)
+def test_a_datamodule_built_directly_refuses_sizes_that_are_not_positive_integers(
+    tmp_path, key, value
+):
     with pytest.raises(DataError, match=f"data.{key}={value!r} must be a positive whole number"):
         make_dm(tmp_path, **{key: value})

@@ -43,8 +43,16 @@ def test_every_user_facing_error_has_the_one_base():
     from gptlab.tokenizer import TokenizerError
     from gptlab.training.guards import OutOfMemory, TrainingDiverged
 
-    for kind in (ConfigError, CheckpointError, DataError, ModelConfigError, TokenizerError, CompareError,
-                 OutOfMemory, TrainingDiverged):
+    for kind in (
+        ConfigError,
+        CheckpointError,
+        DataError,
+        ModelConfigError,
+        TokenizerError,
+        CompareError,
+        OutOfMemory,
+        TrainingDiverged,
+    ):
         assert issubclass(kind, GptlabError), kind
     assert not issubclass(TrainingDiverged, ConfigError)  # a diverged run is not a bad config
     assert not issubclass(TrainingInterrupted, GptlabError)  # an interrupted run is not a failure
@@ -52,17 +60,23 @@ def test_every_user_facing_error_has_the_one_base():
 
 def test_the_error_types_import_without_torch():
     code = "import sys, gptlab.errors, gptlab.cli; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
 # --- the raw failures a user causes become one sentence naming the path ----------------
 
+
 def test_disk_errors_name_the_path_and_the_fix(tmp_path):
     regular = tmp_path / "notes.txt"
     regular.write_text("x")
     cases = [
-        (lambda: (tmp_path / "missing.txt").read_text(), "missing.txt does not exist; check the path"),
+        (
+            lambda: (tmp_path / "missing.txt").read_text(),
+            "missing.txt does not exist; check the path",
+        ),
         (lambda: tmp_path.write_text("x"), "is a folder where a file is expected"),
         (lambda: (regular / "below.txt").write_text("x"), "has a file where a folder is expected"),
     ]
@@ -73,6 +87,7 @@ def test_disk_errors_name_the_path_and_the_fix(tmp_path):
 
 def test_a_full_disk_is_one_sentence(tmp_path):
     with full_disk(tmp_path, size_kib=16) as disk:
+
         def fill():
             with open(disk / "big.bin", "wb") as f:
                 f.write(b"\0" * (1 << 20))
@@ -81,8 +96,12 @@ def test_a_full_disk_is_one_sentence(tmp_path):
 
         error = caught(fill)
         assert isinstance(error, OSError) and error.errno == errno.ENOSPC
-        message = user_message(error)  # a write has no file name: the commands name their folder themselves
-        assert "the disk is full" in message and "free some space or write to another disk" in message
+        message = user_message(
+            error
+        )  # a write has no file name: the commands name their folder themselves
+        assert (
+            "the disk is full" in message and "free some space or write to another disk" in message
+        )
 
 
 def test_a_read_only_folder_is_one_sentence(tmp_path):
@@ -93,7 +112,9 @@ def test_a_read_only_folder_is_one_sentence(tmp_path):
         from gptlab.utils.io import atomic_write_text
 
         message = user_message(caught(lambda: atomic_write_text(folder / "result.json", "{}")))
-        assert message.startswith(f"{folder / 'result.json'} ")  # the file asked for, not the temporary one
+        assert message.startswith(
+            f"{folder / 'result.json'} "
+        )  # the file asked for, not the temporary one
 
 
 def test_json_utf8_and_safetensors_failures(tmp_path):
@@ -112,9 +133,13 @@ def test_json_utf8_and_safetensors_failures(tmp_path):
 def test_hydra_instantiation_errors_are_unwrapped():
     from hydra.utils import instantiate
 
-    bad_corpus = caught(lambda: instantiate({"_target_": "gptlab.data.sources.load_corpus", "name": "no-such"}))
+    bad_corpus = caught(
+        lambda: instantiate({"_target_": "gptlab.data.sources.load_corpus", "name": "no-such"})
+    )
     message = user_message(bad_corpus)
-    assert message is not None and "Error in call to target" not in message  # the DataError's own sentence
+    assert (
+        message is not None and "Error in call to target" not in message
+    )  # the DataError's own sentence
     bad_key = caught(lambda: instantiate({"_target_": "gptlab.sampling.SamplerConfig", "topk": 3}))
     assert "topk" in user_message(bad_key)
     no_target = caught(lambda: instantiate({"_target_": "gptlab.no_such_module.Thing"}))
@@ -128,6 +153,7 @@ def test_a_bug_keeps_its_traceback():
 
 
 # --- the wrapper ------------------------------------------------------------------------
+
 
 def test_entry_point_prints_one_line_and_exits_1(capsys, tmp_path):
     def command() -> None:
@@ -153,9 +179,20 @@ def test_a_failed_multirun_job_records_error_txt_and_the_sweep_goes_on(tmp_path)
     """A real Hydra sweep of two jobs that both fail: exit 0, one line and one error.txt each."""
     sweep = tmp_path / "sweep"
     out = subprocess.run(
-        [sys.executable, "-m", "gptlab.evaluate", "--multirun", f"ckpt={tmp_path}/a.ckpt,{tmp_path}/b.ckpt",
-         f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        [
+            sys.executable,
+            "-m",
+            "gptlab.evaluate",
+            "--multirun",
+            f"ckpt={tmp_path}/a.ckpt,{tmp_path}/b.ckpt",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     failed = [line for line in out.stderr.splitlines() if line.startswith("job failed: ")]
     assert len(failed) == 2 and all("does not exist" in line for line in failed), out.stderr

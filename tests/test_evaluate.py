@@ -52,7 +52,7 @@ def test_windows_do_not_overlap_and_see_only_their_own_context():
     total, count = score_tokens(model, tokens, block_size=4, batch_size=2)
     expected = 0.0
     for start in range(0, 22, 4):
-        window = torch.tensor(tokens[start:min(start + 5, 23)])
+        window = torch.tensor(tokens[start : min(start + 5, 23)])
         logits = model(window[None, :-1])[0].detach()
         expected += float(torch.nn.functional.cross_entropy(logits, window[1:], reduction="sum"))
     assert count == 22 and total == pytest.approx(expected, rel=1e-6)
@@ -75,7 +75,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    cfg = compose_train([*TINY_OVERRIDES, "~callbacks.sample_text"], tmp_path_factory.mktemp("eval") / "run")
+    cfg = compose_train(
+        [*TINY_OVERRIDES, "~callbacks.sample_text"], tmp_path_factory.mktemp("eval") / "run"
+    )
     train(cfg)
     return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
 
@@ -86,17 +88,31 @@ def test_scores_the_whole_validation_split_and_writes_json_beside_the_checkpoint
     out = checkpoint.with_name("last.eval-pydoc-val.json")
     assert Path(result["output"]) == out
     saved = json.loads(out.read_text())
-    assert saved["predicted_tokens"] == saved["tokens"] - 1 > 10_000  # the whole split, not a sample
+    assert (
+        saved["predicted_tokens"] == saved["tokens"] - 1 > 10_000
+    )  # the whole split, not a sample
     assert saved["perplexity"] == pytest.approx(math.exp(saved["loss"]))
-    assert saved["bpb"] == pytest.approx(saved["loss"] / math.log(2) / (saved["bytes"] / saved["tokens"]))
+    assert saved["bpb"] == pytest.approx(
+        saved["loss"] / math.log(2) / (saved["bytes"] / saved["tokens"])
+    )
     assert 2.0 < saved["loss"] < math.log(103) + 0.5 and saved["block_size"] == 32
 
 
 def test_split_all_scores_the_whole_corpus(checkpoint, tmp_path):
     corpus = tmp_path / "notes.txt"
     corpus.write_text("The quick brown fox jumps over the lazy dog.\n" * 40)
-    result = evaluate(compose_evaluate([f"ckpt={checkpoint}", "data=local", f"data.path={corpus}", "split=all",
-                                        "progress=false", f"output={tmp_path}/e.json"]))
+    result = evaluate(
+        compose_evaluate(
+            [
+                f"ckpt={checkpoint}",
+                "data=local",
+                f"data.path={corpus}",
+                "split=all",
+                "progress=false",
+                f"output={tmp_path}/e.json",
+            ]
+        )
+    )
     assert result["predicted_tokens"] == len(corpus.read_text()) - 1  # characters: one token each
     assert json.loads((tmp_path / "e.json").read_text())["split"] == "all"
 
@@ -114,17 +130,41 @@ def test_cli_prints_the_numbers_and_user_errors_without_traceback(checkpoint, tm
     run = [sys.executable, "-m", "gptlab.evaluate"]
     corpus = tmp_path / "short.txt"
     corpus.write_text("To be, or not to be, that is the question.\n" * 30)
-    out = subprocess.run([*run, f"ckpt={checkpoint}", "data=local", f"data.path={corpus}", f"output={tmp_path}/r.json"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run(
+        [
+            *run,
+            f"ckpt={checkpoint}",
+            "data=local",
+            f"data.path={corpus}",
+            f"output={tmp_path}/r.json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "perplexity" in out.stdout and "bpb" in out.stdout and "evaluating" in out.stderr  # the progress bar
+    assert (
+        "perplexity" in out.stdout and "bpb" in out.stdout and "evaluating" in out.stderr
+    )  # the progress bar
     assert not (tmp_path / "outputs").exists()  # no run folder for an evaluation
-    bad = subprocess.run([*run, f"ckpt={tmp_path}/missing.ckpt"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    bad = subprocess.run(
+        [*run, f"ckpt={tmp_path}/missing.ckpt"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
-    assert [line for line in bad.stderr.splitlines() if line.startswith("error:")][0].count("does not exist") == 1
+    assert [line for line in bad.stderr.splitlines() if line.startswith("error:")][0].count(
+        "does not exist"
+    ) == 1
 
 
 # --- nothing silently wrong, nothing lost ------------------------------------------------
+
 
 def _damaged_copy(checkpoint: Path, folder: Path, change) -> Path:
     data = torch.load(checkpoint, weights_only=True)
@@ -141,7 +181,9 @@ def test_non_finite_weights_are_refused_not_scored_as_infinity(checkpoint, tmp_p
         state["model.transformer.h.0.mlp.c_fc.weight"][0, 0] = float("nan")
 
     damaged = _damaged_copy(checkpoint, tmp_path, nan)
-    with pytest.raises(CheckpointError, match="weights are not finite .*transformer.h.0.mlp.c_fc.weight"):
+    with pytest.raises(
+        CheckpointError, match="weights are not finite .*transformer.h.0.mlp.c_fc.weight"
+    ):
         evaluate(compose_evaluate([f"ckpt={damaged}", "progress=false"]))
 
     def huge(state):  # every weight finite, but the outputs overflow: the loss is not a number
@@ -156,9 +198,23 @@ def test_non_finite_weights_are_refused_not_scored_as_infinity(checkpoint, tmp_p
 def _evaluate_cli(checkpoint: Path, cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     corpus = cwd / "short.txt"
     corpus.write_text("To be, or not to be, that is the question.\n" * 30)
-    return subprocess.run([sys.executable, "-m", "gptlab.evaluate", f"ckpt={checkpoint}", "data=local",
-                           f"data.path={corpus}", "progress=false", *overrides], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gptlab.evaluate",
+            f"ckpt={checkpoint}",
+            "data=local",
+            f"data.path={corpus}",
+            "progress=false",
+            *overrides,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 @pytest.mark.slow
@@ -170,11 +226,17 @@ def test_numbers_are_printed_even_when_the_json_cannot_be_written(checkpoint, tm
     out = _evaluate_cli(checkpoint, tmp_path, f"output={tmp_path / 'results'}")
     assert out.returncode == 1 and "perplexity" in out.stdout and "Traceback" not in out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: the numbers above were not saved: output={tmp_path / 'results'} is a folder; "
-                      f"give a file path, e.g. output={tmp_path / 'results'}/eval.json"]
+    assert errors == [
+        f"error: the numbers above were not saved: output={tmp_path / 'results'} is a folder; "
+        f"give a file path, e.g. output={tmp_path / 'results'}/eval.json"
+    ]
     with read_only_folder(tmp_path) as folder:
         out = _evaluate_cli(checkpoint, tmp_path, f"output={folder / 'e.json'}")
         assert out.returncode == 1 and "perplexity" in out.stdout and "Traceback" not in out.stderr
         error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-        assert len(error) == 1 and "the numbers above were not saved" in error[0] and str(folder / "e.json") in error[0]
+        assert (
+            len(error) == 1
+            and "the numbers above were not saved" in error[0]
+            and str(folder / "e.json") in error[0]
+        )
         assert list(folder.iterdir()) == []

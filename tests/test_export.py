@@ -59,6 +59,7 @@ def test_unknown_format_and_missing_files(checkpoint, tmp_path):
 
 # --- disk problems: one sentence, nothing already there lost ------------------------------
 
+
 def test_out_an_existing_file_is_refused(checkpoint, tmp_path):
     (tmp_path / "model.bin").write_text("keep me")
     with pytest.raises(ConfigError, match="out=.*model.bin is a file; an export is a folder"):
@@ -70,7 +71,10 @@ def test_read_only_export_folder_is_one_sentence(checkpoint, tmp_path):
     from tests.disk_faults import read_only_folder
 
     with read_only_folder(tmp_path, {"config.json": b"{}"}) as folder:
-        with pytest.raises(ConfigError, match=f"could not write the export to {folder} .*choose a folder you can write"):
+        with pytest.raises(
+            ConfigError,
+            match=f"could not write the export to {folder} .*choose a folder you can write",
+        ):
             export(checkpoint, out=folder)
         assert [p.name for p in folder.iterdir()] == ["config.json"]
 
@@ -84,17 +88,37 @@ def test_full_disk_leaves_the_previous_export_whole(checkpoint, tmp_path):
         before = {p.name: p.read_bytes() for p in first.iterdir()}
         free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
         (disk / "filler").write_bytes(b"\0" * max(0, free - 4096))
-        with pytest.raises(ConfigError, match="could not write the export to .*No space left on device"):
+        with pytest.raises(
+            ConfigError, match="could not write the export to .*No space left on device"
+        ):
             export(checkpoint, out=first)
-        assert {p.name: p.read_bytes() for p in first.iterdir()} == before  # no temporary file, nothing cut
+        assert {
+            p.name: p.read_bytes() for p in first.iterdir()
+        } == before  # no temporary file, nothing cut
         assert load_model(first).kind == "export"
 
 
 def test_cli_refuses_in_one_line(checkpoint, tmp_path):
     (tmp_path / "x").write_text("")
-    out = subprocess.run([sys.executable, "-m", "gptlab.export", f"ckpt={checkpoint}", f"out={tmp_path / 'x'}"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1 and out.stderr.count("\n") == 1 and out.stderr.startswith("error: out=")
-    missing = subprocess.run([sys.executable, "-m", "gptlab.export"], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=300)
-    assert missing.returncode == 1 and missing.stderr == "error: ckpt is required; give it on the command line, e.g. ckpt=<value>\n"
+    out = subprocess.run(
+        [sys.executable, "-m", "gptlab.export", f"ckpt={checkpoint}", f"out={tmp_path / 'x'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        out.returncode == 1 and out.stderr.count("\n") == 1 and out.stderr.startswith("error: out=")
+    )
+    missing = subprocess.run(
+        [sys.executable, "-m", "gptlab.export"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        missing.returncode == 1
+        and missing.stderr
+        == "error: ckpt is required; give it on the command line, e.g. ckpt=<value>\n"
+    )

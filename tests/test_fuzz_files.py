@@ -21,11 +21,15 @@ from gptlab.checkpoint import CheckpointError, load_checkpoint
 from gptlab.data.token_cache import cached_tokens
 from gptlab.tokenizer import CharTokenizer, TokenizerError, load_tokenizer
 
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 TEXT = "The quick brown fox jumps over the lazy dog.\n" * 20
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -33,6 +37,7 @@ JSON = st.recursive(
 @contextmanager
 def no_hang(seconds: int = 20):
     """Fail (instead of hanging the suite) if one read takes longer than ``seconds``."""
+
     def alarm(signum, frame):
         raise TimeoutError(f"reading a damaged file took more than {seconds} s")
 
@@ -52,7 +57,17 @@ def real_checkpoint(tmp_path_factory) -> bytes:
     from tests.conftest import TINY_OVERRIDES, compose_train
 
     run = tmp_path_factory.mktemp("fuzz") / "run"
-    train(compose_train([*TINY_OVERRIDES, "~callbacks.sample_text", "trainer.max_steps=1", "trainer.val_check_interval=1"], run))
+    train(
+        compose_train(
+            [
+                *TINY_OVERRIDES,
+                "~callbacks.sample_text",
+                "trainer.max_steps=1",
+                "trainer.val_check_interval=1",
+            ],
+            run,
+        )
+    )
     return (run / "checkpoints" / "last.ckpt").read_bytes()
 
 
@@ -66,7 +81,10 @@ def test_random_bytes_as_a_checkpoint(tmp_path, data):
 
 
 @FUZZ
-@given(cut=st.floats(0.0, 1.0), flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 255)), max_size=8))
+@given(
+    cut=st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 255)), max_size=8),
+)
 def test_damaged_real_checkpoint(tmp_path, real_checkpoint, cut, flips):
     data = bytearray(real_checkpoint)
     for where, xor in flips:
@@ -105,7 +123,10 @@ def test_random_json_as_a_tokenizer_file(tmp_path, value, kind):
 
 
 @FUZZ
-@given(bin_data=st.binary(max_size=512), meta=st.binary(max_size=256) | JSON.map(lambda v: json.dumps(v).encode()))
+@given(
+    bin_data=st.binary(max_size=512),
+    meta=st.binary(max_size=256) | JSON.map(lambda v: json.dumps(v).encode()),
+)
 def test_garbage_token_cache_is_rebuilt(tmp_path, bin_data, meta):
     tok = CharTokenizer.from_corpus(TEXT)
     cache = tmp_path / "cache"

@@ -89,7 +89,9 @@ def test_exact_gelu_models_load_and_save_as_hf_gelu(tmp_path):
         tanh_mlp = GPT.from_hf(tmp_path / "hf", mlp="gelu").transformer.h[0].mlp
         assert not torch.allclose(tanh_mlp(h), hf_mlp(h), atol=1e-5)
     model.save_hf(tmp_path / "ours")
-    assert json.loads((tmp_path / "ours" / "config.json").read_text())["activation_function"] == "gelu"
+    assert (
+        json.loads((tmp_path / "ours" / "config.json").read_text())["activation_function"] == "gelu"
+    )
     back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours").eval()
     assert (hf_logits(back, idx) - expected).abs().max().item() <= 1e-4
 

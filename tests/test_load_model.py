@@ -28,11 +28,18 @@ def write_checkpoint(path: Path, checksum: bool = True) -> Path:
     """A checkpoint in the layout the trainer writes, with the checksum its writer adds."""
     torch.manual_seed(0)
     tokenizer = CharTokenizer.from_corpus(CORPUS)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32, bias=True)
+    config = GPTConfig(
+        vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32, bias=True
+    )
     model = GPT(config)
-    data = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-            "hyper_parameters": {"model_config": config.to_dict(), "tokenizer": tokenizer.to_dict(),
-                                 "run_config": {"seed": 7}}}
+    data = {
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "hyper_parameters": {
+            "model_config": config.to_dict(),
+            "tokenizer": tokenizer.to_dict(),
+            "run_config": {"seed": 7},
+        },
+    }
     if checksum:
         add_checksum(data)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +62,9 @@ def test_one_type_for_every_kind_of_source(tmp_path):
     ckpt = write_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     from_ckpt = load_model(ckpt)
     exported = load_model(export(ckpt))
-    hf_model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=16))
+    hf_model = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=16)
+    )
     hf_model.save_pretrained(tmp_path / "hf")
     from_hf = load_model(tmp_path / "hf")
     assert [type(x) for x in (from_ckpt, exported, from_hf)] == [LoadedModel] * 3
@@ -74,7 +83,9 @@ def test_a_flipped_bit_in_a_checkpoint_is_refused_naming_another_checkpoint(tmp_
     write_checkpoint(folder / "step000002.ckpt")
     damaged = write_checkpoint(folder / "step000004.ckpt")
     assert load_model(damaged).model is not None  # intact: loads
-    weight = torch.load(damaged, weights_only=True)["state_dict"]["model.transformer.h.0.mlp.c_fc.weight"]
+    weight = torch.load(damaged, weights_only=True)["state_dict"][
+        "model.transformer.h.0.mlp.c_fc.weight"
+    ]
     flip_a_weight_bit(damaged, weight)
     with pytest.raises(CheckpointError) as caught:
         load_model(damaged)
@@ -102,22 +113,32 @@ def test_add_checksum_is_fast_enough_for_gpt2_small():
 
 
 def test_a_flipped_bit_in_an_export_is_refused(tmp_path):
-    folder = export(write_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt"), out=tmp_path / "export")
-    metadata = json.loads((folder / "model.safetensors").read_bytes()[8:][:int.from_bytes(
-        (folder / "model.safetensors").read_bytes()[:8], "little")])["__metadata__"]
+    folder = export(
+        write_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt"), out=tmp_path / "export"
+    )
+    metadata = json.loads(
+        (folder / "model.safetensors").read_bytes()[8:][
+            : int.from_bytes((folder / "model.safetensors").read_bytes()[:8], "little")
+        ]
+    )["__metadata__"]
     assert metadata[CHECKSUM_KEY]
-    flip_a_weight_bit(folder / "model.safetensors", load_model(folder).model.transformer.h[0].mlp.c_fc.weight)
+    flip_a_weight_bit(
+        folder / "model.safetensors", load_model(folder).model.transformer.h[0].mlp.c_fc.weight
+    )
     with pytest.raises(CheckpointError, match="is damaged: its weights do not match the checksum"):
         load_model(folder)
 
 
 # --- every bad Hugging Face folder is one sentence --------------------------------------
 
+
 @pytest.fixture
 def hf_folder(tmp_path) -> Path:
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=16))
+    model = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=16)
+    )
     model.save_pretrained(tmp_path / "hf")
     return tmp_path / "hf"
 
@@ -161,7 +182,10 @@ def test_hf_folder_with_only_a_pickled_pytorch_model_bin(hf_folder, tmp_path):
     with pytest.raises(CheckpointError, match="neither model.safetensors nor pytorch_model.bin"):
         load_model(hf_folder)
     marker = tmp_path / "pwned"
-    torch.save({"transformer.wte.weight": torch.zeros(3), "x": Payload(marker)}, hf_folder / "pytorch_model.bin")
+    torch.save(
+        {"transformer.wte.weight": torch.zeros(3), "x": Payload(marker)},
+        hf_folder / "pytorch_model.bin",
+    )
     message = refused(hf_folder, "pytorch_model.bin was not loaded: it refers to")
     assert "save the model as model.safetensors" in message and not marker.exists()
 
@@ -181,8 +205,10 @@ def test_a_folder_that_is_no_model(tmp_path):
         load_model(tmp_path / "nowhere", kind="hf")
 
 
-@pytest.mark.parametrize(("name", "match"), [("meta", "holds no data"), ("banana", "is not a device"),
-                                             ("cuda:99", "cuda")])
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [("meta", "holds no data"), ("banana", "is not a device"), ("cuda:99", "cuda")],
+)
 def test_device_picker_refuses_in_one_sentence(name, match):
     with pytest.raises(ConfigError, match=match):
         pick_device(name)

@@ -130,7 +130,9 @@ def test_decode_layout_changes_memory_order_only(tie, tmp_path):
 
     assert model.to_decode_layout() is model
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(m.weight.t().is_contiguous() and not m.weight.is_contiguous() for m in linears)
+    assert linears and all(
+        m.weight.t().is_contiguous() and not m.weight.is_contiguous() for m in linears
+    )
     assert (model.lm_head.weight is model.transformer.wte.weight) == tie
     assert model.state_dict().keys() == state.keys()
     assert all(torch.equal(model.state_dict()[k], state[k]) for k in state)

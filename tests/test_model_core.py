@@ -309,7 +309,14 @@ def test_attention_module_called_directly_is_causal_with_both_backends():
     torch.manual_seed(0)
     outputs = {}
     for backend in ("manual", "sdpa"):
-        cfg = GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=16, attention={"backend": backend})
+        cfg = GPTConfig(
+            vocab_size=16,
+            block_size=8,
+            n_layer=1,
+            n_head=2,
+            n_embd=16,
+            attention={"backend": backend},
+        )
         torch.manual_seed(0)
         attn = CausalSelfAttention(cfg).eval()
         x = torch.randn(1, 6, 16)

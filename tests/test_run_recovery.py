@@ -26,8 +26,16 @@ from tests.conftest import REPO, TINY_OVERRIDES
 pytestmark = pytest.mark.slow
 
 N = 8
-EXACT = [*TINY_OVERRIDES, f"trainer.max_steps={N}", "trainer.val_check_interval=2", "checkpoint.every_n_steps=2",
-         "checkpoint.keep_last=null", "trainer.deterministic=true", "model.dropout=0.1", "~callbacks.sample_text"]
+EXACT = [
+    *TINY_OVERRIDES,
+    f"trainer.max_steps={N}",
+    "trainer.val_check_interval=2",
+    "checkpoint.every_n_steps=2",
+    "checkpoint.keep_last=null",
+    "trainer.deterministic=true",
+    "model.dropout=0.1",
+    "~callbacks.sample_text",
+]
 # Columns that measure the machine, not the run.
 TIMING = ("perf/tokens_per_sec", "train/wall_time")
 
@@ -60,13 +68,26 @@ class HoldAt(L.Callback):
 
 
 def hold(hook: str, step: int) -> str:
-    return f"+callbacks.hold={{_target_: tests.test_run_recovery.HoldAt, hook: {hook}, step: {step}}}"
+    return (
+        f"+callbacks.hold={{_target_: tests.test_run_recovery.HoldAt, hook: {hook}, step: {step}}}"
+    )
 
 
 def cli(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "gptlab.train", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "gptlab.train", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
@@ -89,24 +110,34 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
 def table(run: Path) -> list[dict[str, float]]:
     """metrics.csv without the timing columns, as numbers."""
     with open(run / "metrics.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v and k not in TIMING} for row in csv.DictReader(f)]
+        return [
+            {k: float(v) for k, v in row.items() if v and k not in TIMING}
+            for row in csv.DictReader(f)
+        ]
 
 
 def same_table(got: list[dict[str, float]], expected: list[dict[str, float]]) -> bool:
     return len(got) == len(expected) and all(
-        g.keys() == e.keys() and all(math.isclose(g[k], e[k], rel_tol=1e-6, abs_tol=1e-7) for k in e)
+        g.keys() == e.keys()
+        and all(math.isclose(g[k], e[k], rel_tol=1e-6, abs_tol=1e-7) for k in e)
         for g, e in zip(got, expected, strict=True)
     )
 
 
-KILL_POINTS = [("on_train_batch_end", 5), ("on_train_batch_end", 6), ("on_validation_end", 6),
-               ("on_train_batch_start", 6)]
+KILL_POINTS = [
+    ("on_train_batch_end", 5),
+    ("on_train_batch_end", 6),
+    ("on_validation_end", 6),
+    ("on_train_batch_start", 6),
+]
 
 
 def test_after_a_kill_anywhere_and_a_resume_metrics_csv_equals_the_straight_runs(tmp_path):
     straight = tmp_path / "straight"
-    procs = {point: cli([*EXACT, f"hydra.run.dir={tmp_path / '-'.join(map(str, point))}", hold(*point)])
-             for point in KILL_POINTS}
+    procs = {
+        point: cli([*EXACT, f"hydra.run.dir={tmp_path / '-'.join(map(str, point))}", hold(*point)])
+        for point in KILL_POINTS
+    }
     code, log = finish(cli([*EXACT, f"hydra.run.dir={straight}"]))
     assert code == 0, log[-3000:]
     expected = table(straight)
@@ -130,7 +161,9 @@ def test_a_second_process_on_a_run_folder_is_refused_while_the_first_lives(tmp_p
     try:
         wait_for(run / "held", first)
         code, log = finish(cli([*EXACT, f"hydra.run.dir={run}"]))
-        assert code == 1 and f"in use by pid {first.pid}" in log and "Traceback" not in log, log[-3000:]
+        assert code == 1 and f"in use by pid {first.pid}" in log and "Traceback" not in log, log[
+            -3000:
+        ]
         code, log = finish(cli([f"resume={run}"]))
         assert code == 1 and f"in use by pid {first.pid}" in log, log[-3000:]
     finally:
@@ -146,7 +179,9 @@ def test_a_refused_resume_leaves_the_run_resumable(tmp_path):
     recorded = (run / "overrides.yaml").read_text()
     code, log = finish(cli([f"resume={run}", "model.n_layer=3"]))
     assert code == 1 and "n_layer" in log and "Traceback" not in log, log[-3000:]
-    assert (run / "overrides.yaml").read_text() == recorded, "the refused resume rewrote the overrides record"
+    assert (run / "overrides.yaml").read_text() == recorded, (
+        "the refused resume rewrote the overrides record"
+    )
     code, log = finish(cli([f"resume={run}", "trainer.max_steps=4"]))
     assert code == 0, log[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
@@ -155,19 +190,33 @@ def test_a_refused_resume_leaves_the_run_resumable(tmp_path):
 def test_a_job_requeued_three_times_with_resume_auto_ends_where_a_straight_run_ends(tmp_path):
     """SIGTERM (a cluster's pre-emption), then the same command again, three times."""
     straight, requeued = tmp_path / "straight", tmp_path / "requeued"
-    args = [*EXACT, "trainer.max_steps=40", "trainer.val_check_interval=10", "checkpoint.every_n_steps=10"]
+    args = [
+        *EXACT,
+        "trainer.max_steps=40",
+        "trainer.val_check_interval=10",
+        "checkpoint.every_n_steps=10",
+    ]
     code, log = finish(cli([*args, f"hydra.run.dir={straight}"]))
     assert code == 0, log[-3000:]
     steps = []
     for _ in range(3):
-        job = cli([*args, "resume=auto", f"hydra.run.dir={requeued}", hold("on_train_batch_start", 10 * (len(steps) + 1))])
+        job = cli(
+            [
+                *args,
+                "resume=auto",
+                f"hydra.run.dir={requeued}",
+                hold("on_train_batch_start", 10 * (len(steps) + 1)),
+            ]
+        )
         wait_for(requeued / "held", job)
         job.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         (requeued / "held").unlink()  # let it go on: it stops at the next step boundary
         code, log = finish(job, timeout=120)
         assert code == 128 + signal.SIGTERM, log[-3000:]
-        steps.append(torch.load(requeued / "checkpoints" / "last.ckpt", weights_only=True)["global_step"])
+        steps.append(
+            torch.load(requeued / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        )
     code, log = finish(cli([*args, "resume=auto", f"hydra.run.dir={requeued}"]))
     assert code == 0, log[-3000:]
     assert steps == sorted(steps) and steps[-1] < 40, steps
@@ -175,16 +224,25 @@ def test_a_job_requeued_three_times_with_resume_auto_ends_where_a_straight_run_e
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(requeued / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    code, log = finish(cli([*args, "resume=auto", f"hydra.run.dir={requeued}"]))  # requeued once too often
+    code, log = finish(
+        cli([*args, "resume=auto", f"hydra.run.dir={requeued}"])
+    )  # requeued once too often
     assert code == 1 and "already finished at step 40" in log, log[-3000:]
 
 
 def test_sigterm_during_the_end_of_run_sample_stops_at_once(tmp_path):
     run = tmp_path / "run"
-    args = [*TINY_OVERRIDES, "trainer.max_steps=2", f"hydra.run.dir={run}", "sampler.max_new_tokens=1000000"]
+    args = [
+        *TINY_OVERRIDES,
+        "trainer.max_steps=2",
+        f"hydra.run.dir={run}",
+        "sampler.max_new_tokens=1000000",
+    ]
     job = cli(args)
     deadline = time.monotonic() + 240
-    while not (run / "checkpoints" / "step000002.ckpt").exists():  # written before the sample starts
+    while not (
+        run / "checkpoints" / "step000002.ckpt"
+    ).exists():  # written before the sample starts
         assert job.poll() is None, finish(job)[1][-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -193,7 +251,9 @@ def test_sigterm_during_the_end_of_run_sample_stops_at_once(tmp_path):
     sent = time.monotonic()
     code, log = finish(job, timeout=60)
     assert time.monotonic() - sent < 10, "the signal was announced, then ignored"
-    assert code == 128 + signal.SIGTERM and "after the last step" in log and "Traceback" not in log, log[-3000:]
+    assert (
+        code == 128 + signal.SIGTERM and "after the last step" in log and "Traceback" not in log
+    ), log[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
@@ -201,30 +261,59 @@ def test_a_short_sweep_with_only_wandb_trains_validates_and_compares(tmp_path):
     """20 steps never reach val_check_interval=250, and wandb is the only logger asked for."""
     sweep = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_DIR": str(tmp_path / "wandb_home")}
-    args = ["--multirun", *TINY_OVERRIDES, "~callbacks.sample_text", "model.n_layer=1,2", "trainer.max_steps=20",
-            "trainer.val_check_interval=250", "logger=wandb", f"hydra.sweep.dir={sweep}"]
-    out = subprocess.run([sys.executable, "-m", "gptlab.train", *args], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=600, env=env)
+    args = [
+        "--multirun",
+        *TINY_OVERRIDES,
+        "~callbacks.sample_text",
+        "model.n_layer=1,2",
+        "trainer.max_steps=20",
+        "trainer.val_check_interval=250",
+        "logger=wandb",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "gptlab.train", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "job failed" not in out.stderr, out.stderr[-3000:]
     for job in ("0", "1"):
         assert not (sweep / job / "error.txt").exists()
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
         assert any(r.get("val/loss") for r in table(sweep / job))
-    done = subprocess.run([sys.executable, "-m", "gptlab.compare", str(sweep)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "gptlab.compare", str(sweep)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "model.n_layer" in done.stdout and "no metrics" not in done.stdout + done.stderr, done.stdout
+    assert "model.n_layer" in done.stdout and "no metrics" not in done.stdout + done.stderr, (
+        done.stdout
+    )
 
 
 def test_a_full_disk_during_training_is_one_sentence_naming_the_checkpoint(tmp_path):
     from tests.disk_faults import full_disk
 
-    with full_disk(tmp_path, size_kib=600) as disk:  # the run's small files fit, a checkpoint does not
+    with full_disk(
+        tmp_path, size_kib=600
+    ) as disk:  # the run's small files fit, a checkpoint does not
         code, log = finish(cli([*EXACT, "trainer.max_steps=4", f"hydra.run.dir={disk / 'run'}"]))
         assert code == 1 and "Traceback" not in log, log[-3000:]
-        assert f"{disk / 'run' / 'checkpoints' / 'step000002.ckpt'} cannot be written: the disk is full" in log, log[-3000:]
-        assert not [p for p in (disk / "run" / "checkpoints").iterdir()], "a half-written checkpoint was left"
+        assert (
+            f"{disk / 'run' / 'checkpoints' / 'step000002.ckpt'} cannot be written: the disk is full"
+            in log
+        ), log[-3000:]
+        assert not [p for p in (disk / "run" / "checkpoints").iterdir()], (
+            "a half-written checkpoint was left"
+        )
 
 
 def test_a_read_only_run_folder_is_one_sentence_before_any_work(tmp_path):
@@ -233,5 +322,7 @@ def test_a_read_only_run_folder_is_one_sentence_before_any_work(tmp_path):
     with read_only_folder(tmp_path) as folder:
         for where in (folder, folder / "new"):
             code, log = finish(cli([*EXACT, f"hydra.run.dir={where}"]))
-            assert code == 1 and "Traceback" not in log and "Unable to configure" not in log, log[-3000:]
+            assert code == 1 and "Traceback" not in log and "Unable to configure" not in log, log[
+                -3000:
+            ]
             assert f"cannot write the run folder {where}" in log, log[-3000:]

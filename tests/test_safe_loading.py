@@ -30,7 +30,15 @@ class Payload:
 
 def craft(path: Path, marker: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {}, "hyper_parameters": {"model_config": {}}, "global_step": 1, "x": Payload(marker)}, path)
+    torch.save(
+        {
+            "state_dict": {},
+            "hyper_parameters": {"model_config": {}},
+            "global_step": 1,
+            "x": Payload(marker),
+        },
+        path,
+    )
     return path
 
 
@@ -41,7 +49,9 @@ def test_ckpt_path_with_pickled_code_is_refused_before_any_work(tmp_path):
     with pytest.raises(CheckpointError, match="arbitrary code"):
         train(cfg)
     assert not marker.exists()
-    assert not (tmp_path / "run").exists(), "nothing may be written before the checkpoint is trusted"
+    assert not (tmp_path / "run").exists(), (
+        "nothing may be written before the checkpoint is trusted"
+    )
 
 
 def test_resume_folder_with_pickled_code_is_refused(tmp_path):

@@ -29,14 +29,20 @@ def kept(logits: torch.Tensor) -> list[list[int]]:
 def test_filters_do_not_modify_their_input():
     logits = torch.randn(3, 10)
     before = logits.clone()
-    for out in (top_k_filter(logits, 2), top_p_filter(logits, 0.5), min_p_filter(logits, 0.3),
-                apply_temperature(logits, 0.0), apply_temperature(logits, 0.5),
-                apply_penalties(logits, torch.ones(3, 10), 1.3, 0.5, 0.2)):
+    for out in (
+        top_k_filter(logits, 2),
+        top_p_filter(logits, 0.5),
+        min_p_filter(logits, 0.3),
+        apply_temperature(logits, 0.0),
+        apply_temperature(logits, 0.5),
+        apply_penalties(logits, torch.ones(3, 10), 1.3, 0.5, 0.2),
+    ):
         assert out.shape == logits.shape
     assert torch.equal(logits, before)
 
 
 # --- top-k ---------------------------------------------------------------------------
+
 
 def test_top_k_keeps_the_k_largest():
     logits = torch.tensor([[0.1, 3.0, -1.0, 2.0, 0.5]])
@@ -77,6 +83,7 @@ def test_top_k_below_one_raises(k):
 
 # --- top-p ---------------------------------------------------------------------------
 
+
 def logits_of(probs: list[float]) -> torch.Tensor:
     return torch.tensor([probs]).log()
 
@@ -84,14 +91,14 @@ def logits_of(probs: list[float]) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("p", "expected"),
     [
-        (0.49, [0]),          # 0.5 alone already reaches it
-        (0.51, [0, 1]),       # needs the second token
-        (0.79, [0, 1]),       # 0.5 + 0.3
+        (0.49, [0]),  # 0.5 alone already reaches it
+        (0.51, [0, 1]),  # needs the second token
+        (0.79, [0, 1]),  # 0.5 + 0.3
         (0.81, [0, 1, 2]),
-        (0.94, [0, 1, 2]),    # 0.95
+        (0.94, [0, 1, 2]),  # 0.95
         (0.96, [0, 1, 2, 3]),
         (1.0, [0, 1, 2, 3]),
-        (1e-9, [0]),          # always at least one token
+        (1e-9, [0]),  # always at least one token
     ],
 )
 def test_top_p_keeps_the_smallest_set_reaching_p(p, expected):
@@ -120,6 +127,7 @@ def test_top_p_outside_0_1_raises(p):
 
 # --- min-p ---------------------------------------------------------------------------
 
+
 def test_min_p_keeps_tokens_above_a_fraction_of_the_best():
     probs = [0.4, 0.25, 0.15, 0.2]
     assert kept(min_p_filter(logits_of(probs), 0.45)) == [[0, 1, 3]]  # threshold 0.18
@@ -141,6 +149,7 @@ def test_min_p_outside_0_1_raises(m):
 
 
 # --- temperature ---------------------------------------------------------------------
+
 
 def test_temperature_scales_logits():
     logits = torch.tensor([[1.0, 2.0, 4.0]])
@@ -167,6 +176,7 @@ def test_negative_temperature_raises():
 
 # --- penalties -----------------------------------------------------------------------
 
+
 def test_repetition_penalty_lowers_seen_tokens_whatever_their_sign():
     logits = torch.tensor([[2.0, -2.0, 2.0, -2.0]])
     counts = torch.tensor([[1.0, 3.0, 0.0, 0.0]])
@@ -177,8 +187,12 @@ def test_repetition_penalty_lowers_seen_tokens_whatever_their_sign():
 def test_presence_and_frequency_penalties():
     logits = torch.zeros(1, 4)
     counts = torch.tensor([[0.0, 1.0, 3.0, 0.0]])
-    assert apply_penalties(logits, counts, presence_penalty=0.5).tolist() == [[0.0, -0.5, -0.5, 0.0]]
-    assert apply_penalties(logits, counts, frequency_penalty=0.5).tolist() == [[0.0, -0.5, -1.5, 0.0]]
+    assert apply_penalties(logits, counts, presence_penalty=0.5).tolist() == [
+        [0.0, -0.5, -0.5, 0.0]
+    ]
+    assert apply_penalties(logits, counts, frequency_penalty=0.5).tolist() == [
+        [0.0, -0.5, -1.5, 0.0]
+    ]
 
 
 def test_penalties_at_defaults_are_a_no_op():
@@ -187,6 +201,7 @@ def test_penalties_at_defaults_are_a_no_op():
 
 
 # --- composition ---------------------------------------------------------------------
+
 
 def test_temperature_zero_is_greedy_whatever_top_k_top_p_min_p_say():
     logits = torch.randn(8, 40)
@@ -202,8 +217,15 @@ def test_filters_compose_in_the_documented_order():
     torch.manual_seed(0)
     logits = torch.randn(3, 30) * 2
     counts = torch.randint(0, 3, (3, 30)).float()
-    s = SamplerConfig(temperature=0.7, top_k=12, top_p=0.8, min_p=0.05, repetition_penalty=1.3,
-                      presence_penalty=0.2, frequency_penalty=0.1)
+    s = SamplerConfig(
+        temperature=0.7,
+        top_k=12,
+        top_p=0.8,
+        min_p=0.05,
+        repetition_penalty=1.3,
+        presence_penalty=0.2,
+        frequency_penalty=0.1,
+    )
     by_hand = apply_penalties(logits, counts, 1.3, 0.2, 0.1)
     by_hand = min_p_filter(top_p_filter(top_k_filter(by_hand / 0.7, 12), 0.8), 0.05)
     assert torch.allclose(filter_logits(logits, s, counts), by_hand, equal_nan=False)

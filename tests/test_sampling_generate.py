@@ -23,7 +23,9 @@ GREEDY = SamplerConfig(temperature=0.0, stop_at_eot=False, max_new_tokens=12)
 
 def tiny_gpt(block_size: int = 16, vocab_size: int = 37, seed: int = 0, **kw) -> GPT:
     torch.manual_seed(seed)
-    cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32, **kw)
+    cfg = GPTConfig(
+        vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32, **kw
+    )
     model = GPT(cfg).eval()
     with torch.no_grad():  # larger weights than GPT-2 init: peaked, varied logits
         for p in model.parameters():
@@ -39,10 +41,13 @@ def model() -> GPT:
 def record_logits(store: list[torch.Tensor]):
     def hook(logits: torch.Tensor) -> None:
         store.append(logits.clone())
+
     return hook
 
 
-def reference_greedy(model: GPT, prompt: list[int], n: int, keep: int) -> tuple[list[int], list[torch.Tensor]]:
+def reference_greedy(
+    model: GPT, prompt: list[int], n: int, keep: int
+) -> tuple[list[int], list[torch.Tensor]]:
     """Independent naive decoding: full forward over the documented window every step."""
     bs = model.config.block_size
     tokens, start, out, logits_seen = list(prompt), 0, [], []
@@ -60,17 +65,22 @@ def reference_greedy(model: GPT, prompt: list[int], n: int, keep: int) -> tuple[
 
 # --- correctness of the cache --------------------------------------------------------
 
+
 @pytest.mark.parametrize("n_new", [5, 40], ids=["inside-context", "past-context"])
 def test_cached_logits_equal_the_full_forward_at_every_step(model, n_new):
     prompt = [3, 1, 4, 1, 5, 9, 2, 6]
     sampler = GREEDY.replace(max_new_tokens=n_new)
     seen: list[torch.Tensor] = []
     out = generate(model, [prompt], sampler, logits_hook=record_logits(seen))[0]
-    ref_tokens, ref_logits = reference_greedy(model, prompt, n_new, keep=model.config.block_size // 2)
+    ref_tokens, ref_logits = reference_greedy(
+        model, prompt, n_new, keep=model.config.block_size // 2
+    )
     assert out == ref_tokens
     assert len(seen) == n_new
     for step, (a, b) in enumerate(zip(seen, ref_logits)):
-        assert torch.allclose(a[0], b, atol=1e-5, rtol=0), f"step {step}: max diff {(a[0] - b).abs().max()}"
+        assert torch.allclose(a[0], b, atol=1e-5, rtol=0), (
+            f"step {step}: max diff {(a[0] - b).abs().max()}"
+        )
 
 
 @pytest.mark.parametrize("keep", [1, 8, 16])
@@ -79,7 +89,9 @@ def test_cached_equals_uncached_through_several_window_slides(model, keep):
     sampler = GREEDY.replace(max_new_tokens=45)
     cached, plain = [], []
     a = generate(model, prompts, sampler, window_keep=keep, logits_hook=record_logits(cached))
-    b = generate(model, prompts, sampler, window_keep=keep, use_cache=False, logits_hook=record_logits(plain))
+    b = generate(
+        model, prompts, sampler, window_keep=keep, use_cache=False, logits_hook=record_logits(plain)
+    )
     assert a == b
     assert all(len(r) == 45 for r in a)
     for x, y in zip(cached, plain):
@@ -121,7 +133,9 @@ def test_tensor_and_flat_list_prompts(model):
 
 
 def test_works_with_rope_and_gqa_models():
-    m = tiny_gpt(position="rope", attention={"n_kv_head": 1}, norm="rmsnorm", mlp="swiglu", bias=False)
+    m = tiny_gpt(
+        position="rope", attention={"n_kv_head": 1}, norm="rmsnorm", mlp="swiglu", bias=False
+    )
     prompts = [[1, 2, 3, 4, 5], [6]]
     sampler = GREEDY.replace(max_new_tokens=25)
     assert generate(m, prompts, sampler) == generate(m, prompts, sampler, use_cache=False)
@@ -129,6 +143,7 @@ def test_works_with_rope_and_gqa_models():
 
 
 # --- randomness ----------------------------------------------------------------------
+
 
 def test_seed_makes_sampling_reproducible(model):
     s = SamplerConfig(temperature=1.0, top_k=20, max_new_tokens=20, seed=5, stop_at_eot=False)
@@ -169,10 +184,11 @@ def test_penalties_look_at_the_generated_window(model):
     assert len(set(out)) == len(out)  # every token once: 30 < vocab 37
     windowed = no_repeat.replace(max_new_tokens=36, penalty_window=4)
     out = generate(model, [[1, 2, 3]], windowed)[0]
-    assert all(len(set(out[i:i + 5])) == 5 for i in range(len(out) - 4))
+    assert all(len(set(out[i : i + 5])) == 5 for i in range(len(out) - 4))
 
 
 # --- ending a sample -----------------------------------------------------------------
+
 
 def force(sequence: list[int], vocab: int = 37):
     """A logits hook that makes greedy decoding emit ``sequence`` (then repeats its end)."""
@@ -184,6 +200,7 @@ def force(sequence: list[int], vocab: int = 37):
         forced = torch.full_like(logits, -10.0)
         forced[:, tok] = 10.0
         return forced
+
     return hook
 
 
@@ -193,7 +210,9 @@ def test_end_of_text_ends_a_row_and_is_not_output(model):
     assert out == [[3, 4], [3, 4]]
     steps = list(generate(model, [[1]], s, eot_id=7, stream=True, logits_hook=force([3, 7])))
     assert steps == [[3], [None]]  # stops early: no wasted steps
-    out = generate(model, [[1]], s.replace(stop_at_eot=False), eot_id=7, logits_hook=force([3, 7, 5]))
+    out = generate(
+        model, [[1]], s.replace(stop_at_eot=False), eot_id=7, logits_hook=force([3, 7, 5])
+    )
     assert out == [[3, 7] + [5] * 8]
 
 
@@ -230,10 +249,13 @@ def test_generate_text_returns_the_completion_only(model):
     assert tok.vocab_size == model.config.vocab_size
     text = generate_text(model, tok, "abc", GREEDY.replace(max_new_tokens=15))
     assert isinstance(text, str) and len(text) == 15
-    assert text == tok.decode(generate(model, [tok.encode("abc")], GREEDY.replace(max_new_tokens=15))[0])
+    assert text == tok.decode(
+        generate(model, [tok.encode("abc")], GREEDY.replace(max_new_tokens=15))[0]
+    )
 
 
 # --- bad input -----------------------------------------------------------------------
+
 
 def test_prompt_longer_than_the_context_keeps_its_last_block_size_minus_one_tokens(model):
     long = list(range(30))
@@ -246,7 +268,9 @@ def test_prompt_longer_than_the_context_keeps_its_last_block_size_minus_one_toke
 
 def test_empty_prompt_starts_from_the_end_of_text_token(model):
     seen: list[torch.Tensor] = []
-    generate(model, [[]], GREEDY.replace(max_new_tokens=1), eot_id=36, logits_hook=record_logits(seen))
+    generate(
+        model, [[]], GREEDY.replace(max_new_tokens=1), eot_id=36, logits_hook=record_logits(seen)
+    )
     with torch.no_grad():
         assert torch.allclose(seen[0][0], model(torch.tensor([[36]]))[0, -1], atol=1e-6)
 

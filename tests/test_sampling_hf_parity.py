@@ -15,8 +15,15 @@ transformers = pytest.importorskip("transformers")
 def pair(tmp_path_factory):
     """A random small GPT-2 in transformers and the same weights loaded into gptlab."""
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=101, n_positions=64, n_embd=48, n_layer=3, n_head=4,
-                                  bos_token_id=100, eos_token_id=100)
+    cfg = transformers.GPT2Config(
+        vocab_size=101,
+        n_positions=64,
+        n_embd=48,
+        n_layer=3,
+        n_head=4,
+        bos_token_id=100,
+        eos_token_id=100,
+    )
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():  # sharper than the init so greedy paths are not decided by noise
         for p in hf.parameters():
@@ -28,9 +35,15 @@ def pair(tmp_path_factory):
 
 
 def hf_greedy(hf, input_ids, attention_mask, n):
-    out = hf.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=n,
-                      min_new_tokens=n, do_sample=False, pad_token_id=0)
-    return out[:, input_ids.shape[1]:].tolist()
+    out = hf.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    return out[:, input_ids.shape[1] :].tolist()
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
@@ -38,9 +51,15 @@ def test_greedy_tokens_match_transformers(pair, use_cache):
     hf, ours = pair
     prompt = [5, 17, 42, 8, 99, 3]
     n = 40
-    expected = hf_greedy(hf, torch.tensor([prompt]), torch.ones(1, len(prompt), dtype=torch.long), n)
-    got = generate(ours, [prompt], SamplerConfig(temperature=0.0, max_new_tokens=n, stop_at_eot=False),
-                   use_cache=use_cache)
+    expected = hf_greedy(
+        hf, torch.tensor([prompt]), torch.ones(1, len(prompt), dtype=torch.long), n
+    )
+    got = generate(
+        ours,
+        [prompt],
+        SamplerConfig(temperature=0.0, max_new_tokens=n, stop_at_eot=False),
+        use_cache=use_cache,
+    )
     assert got == expected
 
 
@@ -51,5 +70,7 @@ def test_left_padded_batch_matches_transformers(pair):
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     expected = hf_greedy(hf, ids, mask, 20)
-    got = generate(ours, prompts, SamplerConfig(temperature=0.0, max_new_tokens=20, stop_at_eot=False))
+    got = generate(
+        ours, prompts, SamplerConfig(temperature=0.0, max_new_tokens=20, stop_at_eot=False)
+    )
     assert got == expected

@@ -27,12 +27,20 @@ from tests.conftest import CONF_DIR, TINY_OVERRIDES
 SWEEP_OVERRIDES = [*TINY_OVERRIDES, "~callbacks.sample_text"]
 
 
-def run_train(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_train(
+    args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     # One thread: a micro model gains nothing from more, and on a shared CPU extra threads
     # make each step 10x slower.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gptlab.train", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "gptlab.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def flat_config(run_dir: Path) -> dict:
@@ -53,7 +61,15 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def grid(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """``--multirun optimizer.lr=1e-3,bad,3e-3``: job 1 cannot build its optimizer."""
     root = tmp_path_factory.mktemp("grid")
-    out = run_train(["--multirun", *SWEEP_OVERRIDES, "optimizer.lr=1e-3,bad,3e-3", f"hydra.sweep.dir={root}/sweep"], cwd=root)
+    out = run_train(
+        [
+            "--multirun",
+            *SWEEP_OVERRIDES,
+            "optimizer.lr=1e-3,bad,3e-3",
+            f"hydra.sweep.dir={root}/sweep",
+        ],
+        cwd=root,
+    )
     return root / "sweep", out
 
 
@@ -69,7 +85,9 @@ def test_multirun_writes_one_folder_per_job_differing_only_in_the_swept_value(gr
     a, b = flat_config(sweep / "0"), flat_config(sweep / "2")
     assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {"optimizer.lr"}
     assert (a["optimizer.lr"], b["optimizer.lr"]) == (0.001, 0.003)
-    overrides = [yaml.safe_load((sweep / j / ".hydra" / "overrides.yaml").read_text()) for j in ("0", "2")]
+    overrides = [
+        yaml.safe_load((sweep / j / ".hydra" / "overrides.yaml").read_text()) for j in ("0", "2")
+    ]
     assert set(overrides[0]) ^ set(overrides[1]) == {"optimizer.lr=0.001", "optimizer.lr=0.003"}
 
 
@@ -99,16 +117,29 @@ def test_compare_over_the_sweep_writes_table_csv_and_two_curves(grid, tmp_path):
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
     fig = comparison_figure(result.runs, result.groups, x="tokens")
     lines = fig.axes[0].get_lines()
-    assert len(lines) == 2 and all(len(line.get_xdata()) == 2 for line in lines)  # 2 validations each
-    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == ["optimizer.lr=0.001", "optimizer.lr=0.003"]
+    assert len(lines) == 2 and all(
+        len(line.get_xdata()) == 2 for line in lines
+    )  # 2 validations each
+    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == [
+        "optimizer.lr=0.001",
+        "optimizer.lr=0.003",
+    ]
 
 
 @pytest.mark.slow
 def test_optuna_search_of_three_trials_returns_a_finite_best_value(tmp_path):
     # optuna 2.10 (pinned by hydra-optuna-sweeper 1.3) uses SQLAlchemy APIs that 2.x flags
     # with MovedIn20Warning: silence exactly that, nothing else.
-    out = run_train(["hparams_search=lr_wd", "hydra.sweeper.n_trials=3", *SWEEP_OVERRIDES, f"hydra.sweep.dir={tmp_path}/opt"],
-                    cwd=tmp_path, env={"PYTHONWARNINGS": "ignore::sqlalchemy.exc.MovedIn20Warning"})
+    out = run_train(
+        [
+            "hparams_search=lr_wd",
+            "hydra.sweeper.n_trials=3",
+            *SWEEP_OVERRIDES,
+            f"hydra.sweep.dir={tmp_path}/opt",
+        ],
+        cwd=tmp_path,
+        env={"PYTHONWARNINGS": "ignore::sqlalchemy.exc.MovedIn20Warning"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     results = yaml.safe_load((tmp_path / "opt" / "optimization_results.yaml").read_text())
     assert math.isfinite(results["best_value"]) and results["best_value"] < math.log(103)
@@ -121,7 +152,10 @@ def test_optuna_search_of_three_trials_returns_a_finite_best_value(tmp_path):
 @pytest.fixture(scope="module")
 def bad_value(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     root = tmp_path_factory.mktemp("bad")
-    return root / "sweep", run_train(["--multirun", *SWEEP_OVERRIDES, "model.n_layer=two", f"hydra.sweep.dir={root}/sweep"], cwd=root)
+    return root / "sweep", run_train(
+        ["--multirun", *SWEEP_OVERRIDES, "model.n_layer=two", f"hydra.sweep.dir={root}/sweep"],
+        cwd=root,
+    )
 
 
 @pytest.mark.slow
@@ -142,29 +176,47 @@ def test_sweep_value_of_the_wrong_type_fails_before_any_job_with_hydras_message(
 def compose_with_hydra(overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[*overrides, "hydra.sweep.dir=/tmp/sweep"], return_hydra_config=True)
+        return compose(
+            "train", overrides=[*overrides, "hydra.sweep.dir=/tmp/sweep"], return_hydra_config=True
+        )
 
 
 def test_optuna_search_config_is_tpe_with_a_fixed_seed():
     cfg = compose_with_hydra(["hparams_search=lr_wd", "hydra.sweeper.n_trials=7"])
     sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.sampler._target_ == "optuna.samplers.TPESampler"
-    assert sweeper.sampler.seed == 1234 and sweeper.n_trials == 7 and sweeper.direction == "minimize"
+    assert (
+        sweeper._target_.endswith("OptunaSweeper")
+        and sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    )
+    assert (
+        sweeper.sampler.seed == 1234 and sweeper.n_trials == 7 and sweeper.direction == "minimize"
+    )
     assert set(sweeper.params) == {"optimizer.lr", "optimizer.weight_decay"}
     assert cfg.optimized_metric == "val/loss"
 
 
-@pytest.mark.filterwarnings(r"ignore:\s*.hydra/launcher/\w+. is validated against ConfigStore schema:UserWarning")
+@pytest.mark.filterwarnings(
+    r"ignore:\s*.hydra/launcher/\w+. is validated against ConfigStore schema:UserWarning"
+)
 def test_joblib_launcher_config_runs_processes_in_parallel():
-    launcher = compose_with_hydra(["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]).hydra.launcher
+    launcher = compose_with_hydra(
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]
+    ).hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     assert launcher.n_jobs == 3 and launcher.backend == "loky"
 
 
-@pytest.mark.filterwarnings(r"ignore:\s*.hydra/launcher/\w+. is validated against ConfigStore schema:UserWarning")
+@pytest.mark.filterwarnings(
+    r"ignore:\s*.hydra/launcher/\w+. is validated against ConfigStore schema:UserWarning"
+)
 def test_submitit_slurm_launcher_follows_the_trainer():
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher is not installed (pip install -e '.[slurm]')")
-    cfg = compose_with_hydra(["hydra/launcher=submitit_slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
+    pytest.importorskip(
+        "hydra_plugins.hydra_submitit_launcher",
+        reason="hydra-submitit-launcher is not installed (pip install -e '.[slurm]')",
+    )
+    cfg = compose_with_hydra(
+        ["hydra/launcher=submitit_slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
+    )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert (launcher["nodes"], launcher["gpus_per_node"], launcher["tasks_per_node"]) == (2, 4, 4)

@@ -25,13 +25,17 @@ def compose_tokenize(overrides: list[str], output_dir: Path):
 
 
 def test_tokenize_saves_a_bpe_that_training_loads(tmp_path):
-    stats = tokenize(compose_tokenize(["tokenizer.vocab_size=300", "tokenizer.progress=false"], tmp_path / "tok"))
+    stats = tokenize(
+        compose_tokenize(["tokenizer.vocab_size=300", "tokenizer.progress=false"], tmp_path / "tok")
+    )
     saved = Path(stats["path"])
     assert saved.is_file() and stats["vocab_size"] == 300
     assert 1.0 < stats["val_bytes_per_token"] < 4.0  # 44 merges compress English a little
     assert BPETokenizer.load(saved).vocab_size == 300
-    cfg = compose_train([*TINY_OVERRIDES, "tokenizer=bpe", f"tokenizer.path={saved}", "~callbacks.sample_text"],
-                        tmp_path / "run")
+    cfg = compose_train(
+        [*TINY_OVERRIDES, "tokenizer=bpe", f"tokenizer.path={saved}", "~callbacks.sample_text"],
+        tmp_path / "run",
+    )
     train(cfg)
     stored = json.loads((tmp_path / "run" / "tokenizer.json").read_text())
     assert stored["kind"] == "bpe" and len(stored["merges"]) == 300 - 256 - 1
@@ -40,8 +44,19 @@ def test_tokenize_saves_a_bpe_that_training_loads(tmp_path):
 def test_output_a_folder_is_refused_before_training(tmp_path):
     (tmp_path / "tokenizers").mkdir()
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match="output=.*tokenizers is a folder; give a file path, e.g. output=.*tokenizer.json"):
-        tokenize(compose_tokenize(["tokenizer.vocab_size=300", "tokenizer.progress=false",
-                                   f"output={tmp_path / 'tokenizers'}"], tmp_path / "tok"))
+    with pytest.raises(
+        ConfigError,
+        match="output=.*tokenizers is a folder; give a file path, e.g. output=.*tokenizer.json",
+    ):
+        tokenize(
+            compose_tokenize(
+                [
+                    "tokenizer.vocab_size=300",
+                    "tokenizer.progress=false",
+                    f"output={tmp_path / 'tokenizers'}",
+                ],
+                tmp_path / "tok",
+            )
+        )
     assert time.perf_counter() - start < 5  # refused at once, not after training
     assert list((tmp_path / "tokenizers").iterdir()) == []

@@ -37,8 +37,16 @@ def test_tiny_run_writes_checkpoint_config_metrics_and_sample(tiny_cfg):
 
 
 def test_loss_goes_down_from_uniform_guess(tmp_path):
-    cfg = compose_train([*TINY_OVERRIDES, "trainer.max_steps=60", "trainer.val_check_interval=60",
-                         "optimizer.lr=3e-3", "~callbacks.sample_text"], tmp_path / "run")
+    cfg = compose_train(
+        [
+            *TINY_OVERRIDES,
+            "trainer.max_steps=60",
+            "trainer.val_check_interval=60",
+            "optimizer.lr=3e-3",
+            "~callbacks.sample_text",
+        ],
+        tmp_path / "run",
+    )
     metrics = train(cfg)
     ckpt = load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     uniform = math.log(ckpt.model.config.vocab_size)
@@ -57,7 +65,9 @@ def test_checkpoint_carries_model_and_tokenizer(tiny_cfg):
 
 def test_checkpoint_loads_with_weights_only(tiny_cfg):
     train(tiny_cfg)
-    data = torch.load(Path(tiny_cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    data = torch.load(
+        Path(tiny_cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True
+    )
     assert "state_dict" in data and data["hyper_parameters"]["tokenizer"]["kind"] == "char"
 
 
@@ -101,7 +111,9 @@ def test_pickled_code_in_checkpoint_is_refused(tmp_path):
 def test_resume_from_last_continues_the_step_count(tmp_path):
     run = tmp_path / "run"
     train(compose_train([*TINY_OVERRIDES, "~callbacks.sample_text"], run))
-    cfg = compose_train([*TINY_OVERRIDES, "~callbacks.sample_text", "trainer.max_steps=9", "ckpt_path=last"], run)
+    cfg = compose_train(
+        [*TINY_OVERRIDES, "~callbacks.sample_text", "trainer.max_steps=9", "ckpt_path=last"], run
+    )
     train(cfg)
     data = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert data["global_step"] == 9
@@ -124,8 +136,15 @@ def _x86_cpu_has_bf16_kernels() -> bool | None:
 
 
 def test_gradient_accumulation_and_bf16_run(tmp_path, caplog):
-    cfg = compose_train([*TINY_OVERRIDES, "trainer.accumulate_grad_batches=2", "trainer.precision=bf16-mixed",
-                         "~callbacks.sample_text"], tmp_path / "run")
+    cfg = compose_train(
+        [
+            *TINY_OVERRIDES,
+            "trainer.accumulate_grad_batches=2",
+            "trainer.precision=bf16-mixed",
+            "~callbacks.sample_text",
+        ],
+        tmp_path / "run",
+    )
     with caplog.at_level(logging.WARNING, logger="gptlab.train"):
         metrics = train(cfg)
     assert math.isfinite(metrics["val/loss"])
@@ -145,22 +164,41 @@ def test_no_precision_warning_for_float32_or_on_a_gpu():
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd", "muon"])
 @pytest.mark.parametrize("scheduler", ["cosine", "wsd"])
 def test_optimizers_and_schedulers_train(tmp_path, optimizer, scheduler):
-    cfg = compose_train([*TINY_OVERRIDES, f"optimizer={optimizer}", f"scheduler={scheduler}",
-                         "~callbacks.sample_text", "trainer.max_steps=3"], tmp_path / "run")
+    cfg = compose_train(
+        [
+            *TINY_OVERRIDES,
+            f"optimizer={optimizer}",
+            f"scheduler={scheduler}",
+            "~callbacks.sample_text",
+            "trainer.max_steps=3",
+        ],
+        tmp_path / "run",
+    )
     with open_dict(cfg):
         cfg.trainer.val_check_interval = 3
     assert math.isfinite(train(cfg)["val/loss"])
 
 
 def test_tensorboard_logger_writes_event_files(tmp_path):
-    cfg = compose_train([*TINY_OVERRIDES, "logger=tensorboard", "~callbacks.sample_text"], tmp_path / "run")
+    cfg = compose_train(
+        [*TINY_OVERRIDES, "logger=tensorboard", "~callbacks.sample_text"], tmp_path / "run"
+    )
     train(cfg)
     assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
 
 
 def test_step_metrics_are_written_every_log_every_n_steps_and_at_the_last_step(tmp_path, capfd):
-    cfg = compose_train([*TINY_OVERRIDES, "~callbacks.sample_text", "trainer.max_steps=7", "trainer.log_every_n_steps=3",
-                         "trainer.val_check_interval=7", "trainer.accumulate_grad_batches=2"], tmp_path / "run")
+    cfg = compose_train(
+        [
+            *TINY_OVERRIDES,
+            "~callbacks.sample_text",
+            "trainer.max_steps=7",
+            "trainer.log_every_n_steps=3",
+            "trainer.val_check_interval=7",
+            "trainer.accumulate_grad_batches=2",
+        ],
+        tmp_path / "run",
+    )
     metrics = train(cfg)
     rows = read_metrics(tmp_path / "run")
     loss_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
@@ -170,9 +208,13 @@ def test_step_metrics_are_written_every_log_every_n_steps_and_at_the_last_step(t
     assert perf_steps == loss_steps  # the throughput callback writes once per logged optimizer step
     tokens = [float(r["train/tokens"]) for r in rows if r.get("train/tokens")]
     assert tokens == [3 * 2 * cfg.data.batch_size * cfg.data.block_size * k for k in (1, 2)]
-    assert "train/loss" in metrics and "train/grad_norm" in metrics  # the last step's, for summary.json
+    assert (
+        "train/loss" in metrics and "train/grad_norm" in metrics
+    )  # the last step's, for summary.json
     printed = capfd.readouterr().out
-    assert f"step 7 | train loss {float(metrics['train/loss']):.4f}" in printed, printed  # step 7's loss
+    assert f"step 7 | train loss {float(metrics['train/loss']):.4f}" in printed, (
+        printed
+    )  # step 7's loss
 
 
 def test_gradient_accumulation_equals_the_large_batch():
@@ -181,25 +223,46 @@ def test_gradient_accumulation_equals_the_large_batch():
 
     from gptlab.training.module import GPTLightningModule
 
-    model = {"vocab_size": 20, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.0}
+    model = {
+        "vocab_size": 20,
+        "block_size": 8,
+        "n_layer": 1,
+        "n_head": 2,
+        "n_embd": 16,
+        "dropout": 0.0,
+    }
     # SGD: its update is linear in the gradient. (Adam divides by the gradient's size, so
     # on a gradient that is zero in theory, like the key bias's, it magnifies rounding noise.)
     optimizer = {"_target_": "gptlab.training.optim.sgd", "lr": 0.1}
     generator = torch.Generator().manual_seed(0)
-    big = [(torch.randint(0, 20, (8, 8), generator=generator), torch.randint(0, 20, (8, 8), generator=generator))
-           for _ in range(3)]
+    big = [
+        (
+            torch.randint(0, 20, (8, 8), generator=generator),
+            torch.randint(0, 20, (8, 8), generator=generator),
+        )
+        for _ in range(3)
+    ]
     halves = [(x[i : i + 4], y[i : i + 4]) for x, y in big for i in (0, 4)]
     weights = []
     for batches, accumulate in ((big, 1), (halves, 2)):
         torch.manual_seed(0)
         module = GPTLightningModule(model, optimizer)
-        trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
-                            accumulate_grad_batches=accumulate)
+        trainer = L.Trainer(
+            max_steps=3,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            gradient_clip_val=1.0,
+            accumulate_grad_batches=accumulate,
+        )
         trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
         assert trainer.global_step == 3
         weights.append(module.state_dict())
     large, accumulated = weights
     assert all(torch.allclose(large[k], accumulated[k], rtol=0, atol=1e-6) for k in large)
-    assert not torch.equal(large["model.transformer.h.0.mlp.c_fc.weight"],
-                           GPTLightningModule(model, optimizer).state_dict()["model.transformer.h.0.mlp.c_fc.weight"])
+    assert not torch.equal(
+        large["model.transformer.h.0.mlp.c_fc.weight"],
+        GPTLightningModule(model, optimizer).state_dict()["model.transformer.h.0.mlp.c_fc.weight"],
+    )

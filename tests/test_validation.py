@@ -52,6 +52,14 @@ def test_vocabulary_smaller_than_the_tokenizer_is_refused_before_training(tmp_pa
 
 
 def test_gptlab_trainer_keys_do_not_reach_lightning(tmp_path):
-    cfg = compose_train([*TINY_OVERRIDES, "~callbacks.sample_text", "trainer.max_steps=1", "trainer.val_check_interval=1",
-                         "trainer.skip_nonfinite=true"], tmp_path / "run")
+    cfg = compose_train(
+        [
+            *TINY_OVERRIDES,
+            "~callbacks.sample_text",
+            "trainer.max_steps=1",
+            "trainer.val_check_interval=1",
+            "trainer.skip_nonfinite=true",
+        ],
+        tmp_path / "run",
+    )
     assert "val/loss" in train(cfg)  # Lightning would refuse an unknown skip_nonfinite argument

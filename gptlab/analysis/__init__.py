@@ -1,11 +1,11 @@
 """Reading finished runs back and comparing them (used by ``python -m gptlab.compare``).
 
-    runs.py         a run folder -> ``Run`` (overrides, config, metric rows, summary)
-    curves.py       validation curves against steps, tokens, FLOPs or wall time; budgets
-    stats.py        mean, std and Welch's t-test (no SciPy needed)
-    report.py       the comparison table: rows, seed groups, text and CSV
-    plot.py         the comparison figure
-    wandb_source.py the same ``Run`` objects from the wandb API
+runs.py         a run folder -> ``Run`` (overrides, config, metric rows, summary)
+curves.py       validation curves against steps, tokens, FLOPs or wall time; budgets
+stats.py        mean, std and Welch's t-test (no SciPy needed)
+report.py       the comparison table: rows, seed groups, text and CSV
+plot.py         the comparison figure
+wandb_source.py the same ``Run`` objects from the wandb API
 """
 
 from __future__ import annotations

@@ -54,8 +54,16 @@ def comparison_figure(
             in_group = slot < len(groups) and groups[slot].label != "(all runs)"
             label = groups[slot].label if in_group else run.name
             label = legend_label(label)
-        ax.plot(c.x, c.y, color=palette[slot % len(palette)], linestyle="--" if run.failed else "-",
-                marker="o", markersize=3, linewidth=1.5, label=label)
+        ax.plot(
+            c.x,
+            c.y,
+            color=palette[slot % len(palette)],
+            linestyle="--" if run.failed else "-",
+            marker="o",
+            markersize=3,
+            linewidth=1.5,
+            label=label,
+        )
     if budget is not None:
         ax.axvline(budget, color="0.5", linestyle=":", linewidth=1)
     ax.set_xlabel(axis_label(x))
@@ -65,5 +73,9 @@ def comparison_figure(
     ax.grid(True, alpha=0.3)
     ax.set_title(title or f"{metric} against {axis_label(x)}")
     if ax.get_lines():
-        ax.legend(fontsize=8 if len(labelled) <= 10 else 6, loc="upper right", ncol=1 if len(labelled) <= 10 else 2)
+        ax.legend(
+            fontsize=8 if len(labelled) <= 10 else 6,
+            loc="upper right",
+            ncol=1 if len(labelled) <= 10 else 2,
+        )
     return fig

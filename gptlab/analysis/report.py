@@ -92,7 +92,11 @@ def short(value: Any) -> str:
 def score(run: Run, opts: Options) -> float | None:
     """The number runs are ranked, grouped and tested by."""
     budget = opts.budget()
-    value = run.final(opts.metric) if budget is None else value_at(run, budget[1], budget[0], opts.metric)
+    value = (
+        run.final(opts.metric)
+        if budget is None
+        else value_at(run, budget[1], budget[0], opts.metric)
+    )
     return value if value is not None and math.isfinite(value) else None
 
 
@@ -149,7 +153,9 @@ def parse_baseline(text: str) -> dict[str, str]:
     for item in str(text).split():
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise CompareError(f"baseline={text!r}: write it as overrides, e.g. baseline=\"model.n_layer=2 optimizer.lr=1e-3\"")
+            raise CompareError(
+                f'baseline={text!r}: write it as overrides, e.g. baseline="model.n_layer=2 optimizer.lr=1e-3"'
+            )
         terms[key] = value
     return terms
 
@@ -172,8 +178,10 @@ def apply_baseline(groups: list[Group], text: str, mode: str) -> Group:
     if not matches:
         raise CompareError(f"no group of runs matches baseline={text!r}; the groups are: {labels}")
     if len(matches) > 1:
-        raise CompareError(f"baseline={text!r} matches {len(matches)} groups; add override terms to pick one of: "
-                           + "; ".join(g.label for g in matches))
+        raise CompareError(
+            f"baseline={text!r} matches {len(matches)} groups; add override terms to pick one of: "
+            + "; ".join(g.label for g in matches)
+        )
     base = matches[0]
     alternative = "less" if mode == "min" else "greater"
     for group in groups:
@@ -231,10 +239,14 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     columns = list(columns or [k for k in rows[0] if not k.startswith("_")])
     cells = [[format_number(c, row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    numeric = [all(is_number(row.get(c)) or row.get(c) in (None, "") for row in rows) for c in columns]
+    numeric = [
+        all(is_number(row.get(c)) or row.get(c) in (None, "") for row in rows) for c in columns
+    ]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
+        ).rstrip()
 
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
@@ -255,22 +267,36 @@ def group_rows(groups: Sequence[Group], opts: Options, base: Group | None) -> li
     return rows
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]], groups: Sequence[Group], runs: Sequence[Run]) -> None:
+def write_csv(
+    path: Path, rows: Sequence[dict[str, Any]], groups: Sequence[Group], runs: Sequence[Run]
+) -> None:
     """The run table as CSV (raw numbers), with each run's folder and seed-group statistics."""
     from gptlab.utils.io import atomic_open
 
     by_name = {r.name: r for r in runs}
     group_of = {id(run): g for g in groups for run in g.runs}
-    columns = [k for k in rows[0] if not k.startswith("_")] + ["path", "group", "group_n", "group_mean", "group_std", "p_value"]
+    columns = [k for k in rows[0] if not k.startswith("_")] + [
+        "path",
+        "group",
+        "group_n",
+        "group_mean",
+        "group_std",
+        "p_value",
+    ]
     with atomic_open(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             run = by_name[row["run"]]
             g = group_of.get(id(run))
-            extra = {"path": str(run.path or ""), "group": g.label if g else "", "group_n": len(g.scores) if g else "",
-                     "group_mean": g.mean if g else "", "group_std": g.std if g and len(g.scores) > 1 else "",
-                     "p_value": g.p_value if g and g.p_value is not None else ""}
+            extra = {
+                "path": str(run.path or ""),
+                "group": g.label if g else "",
+                "group_n": len(g.scores) if g else "",
+                "group_mean": g.mean if g else "",
+                "group_std": g.std if g and len(g.scores) > 1 else "",
+                "p_value": g.p_value if g and g.p_value is not None else "",
+            }
             writer.writerow({**{k: ("" if v is None else v) for k, v in row.items()}, **extra})
 
 

@@ -113,13 +113,17 @@ def find_run_dirs(patterns: list[str]) -> list[Path]:
     or ``wandb/`` are never mistaken for runs.
     """
     if not patterns:
-        raise CompareError("name the runs to compare: run folders, a sweep folder or a glob, e.g. "
-                           "python -m gptlab.compare outputs/multirun/2025-01-31/12-00-00-000000")
+        raise CompareError(
+            "name the runs to compare: run folders, a sweep folder or a glob, e.g. "
+            "python -m gptlab.compare outputs/multirun/2025-01-31/12-00-00-000000"
+        )
     found: list[Path] = []
     for pattern in patterns:
         paths = _expand(pattern)
         if not paths or not any(p.exists() for p in paths):
-            raise CompareError(f"{pattern} does not exist; give a run folder, a sweep folder or a glob of them")
+            raise CompareError(
+                f"{pattern} does not exist; give a run folder, a sweep folder or a glob of them"
+            )
         for path in paths:
             if not path.is_dir():
                 continue
@@ -203,7 +207,11 @@ def read_run(path: Path, name: str | None = None) -> Run:
         except json.JSONDecodeError:
             summary = {}
     error_file = path / ERROR
-    error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() and error_file.read_text().strip() else None
+    error = (
+        error_file.read_text().strip().splitlines()[-1]
+        if error_file.is_file() and error_file.read_text().strip()
+        else None
+    )
     if error is None and error_file.is_file():
         error = "failed (empty error.txt)"
     run = Run(

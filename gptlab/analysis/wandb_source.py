@@ -17,8 +17,9 @@ STEP_KEY = "trainer/global_step"
 _FAILED_STATES = ("failed", "crashed", "killed")
 
 
-def load_wandb_runs(project: str | None, entity: str | None = None, group: str | None = None,
-                    api: Any = None) -> list[Run]:
+def load_wandb_runs(
+    project: str | None, entity: str | None = None, group: str | None = None, api: Any = None
+) -> list[Run]:
     """Every run of ``entity/project`` (optionally one ``group``, e.g. one sweep)."""
     if not project:
         raise CompareError(
@@ -54,7 +55,11 @@ def wandb_run(remote: Any) -> Run:
         overrides = overrides.split()
     rows = []
     for item in remote.scan_history():
-        row = {k: float(v) for k, v in item.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        row = {
+            k: float(v)
+            for k, v in item.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         if STEP_KEY in row:
             row["step"] = row.pop(STEP_KEY) + 1
             rows.append(row)

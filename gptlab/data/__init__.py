@@ -6,7 +6,15 @@ from gptlab.data.sources import DataError, download, embedded_text, read_local
 from gptlab.data.token_cache import cached_tokens
 from gptlab.data.windows import RandomWindows
 
-__all__ = ["DataError", "RandomWindows", "TextDataModule", "cached_tokens", "download", "embedded_text", "read_local"]
+__all__ = [
+    "DataError",
+    "RandomWindows",
+    "TextDataModule",
+    "cached_tokens",
+    "download",
+    "embedded_text",
+    "read_local",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -38,7 +38,9 @@ from gptlab.data.windows import RandomWindows
 from gptlab.tokenizer import CharTokenizer, Tokenizer, TokenizerError, tokenizer_from_dict
 
 TokenizerFactory = Callable[..., Tokenizer]
-AUTO_WORKERS_PER_GPU = 4  # what num_workers=null gives each CUDA device (fewer if the CPUs are fewer)
+AUTO_WORKERS_PER_GPU = (
+    4  # what num_workers=null gives each CUDA device (fewer if the CPUs are fewer)
+)
 
 
 def cpus_available() -> int:
@@ -88,10 +90,18 @@ class TextDataModule(L.LightningDataModule):
         # gradient-accumulation steps from it (gptlab/build.py); the loaders serve micro-batches.
         self.global_batch_tokens = global_batch_tokens
         if not 0.0 < val_fraction < 1.0:
-            raise DataError(f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
-        for key, value in (("block_size", block_size), ("batch_size", batch_size), ("val_batches", val_batches)):
+            raise DataError(
+                f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1"
+            )
+        for key, value in (
+            ("block_size", block_size),
+            ("batch_size", batch_size),
+            ("val_batches", val_batches),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DataError(f"data.{key}={value!r} must be a positive whole number (at least 1)")
+                raise DataError(
+                    f"data.{key}={value!r} must be a positive whole number (at least 1)"
+                )
         check_num_workers(num_workers)
         self.name = check_plain_name("data.name", name, "my_corpus")  # it becomes a cache file name
         self.block_size = block_size
@@ -112,7 +122,9 @@ class TextDataModule(L.LightningDataModule):
         self.train_tokens: np.ndarray | None = None
         self.val_tokens: np.ndarray | None = None
         self.val_bytes_per_token: float | None = None
-        self.start_batch = 0  # the first training batch to draw; a resumed run sets it (module.on_load_checkpoint)
+        self.start_batch = (
+            0  # the first training batch to draw; a resumed run sets it (module.on_load_checkpoint)
+        )
         self._text: str | None = None
 
     # -- corpus and tokenizer ---------------------------------------------------------
@@ -121,7 +133,9 @@ class TextDataModule(L.LightningDataModule):
         if self._text is None:
             self._text = self._read()
             if not self._text.strip():
-                raise DataError(f"the corpus {self._describe()} is empty; give data.path a file with text in it")
+                raise DataError(
+                    f"the corpus {self._describe()} is empty; give data.path a file with text in it"
+                )
         return self._text
 
     def _read(self) -> str:
@@ -135,7 +149,9 @@ class TextDataModule(L.LightningDataModule):
             dest = self.cache_dir / "corpora" / (self.filename or Path(self.url).name)
             return read_local(download(self.url, dest, self.sha256), errors=self.errors)
         if self.source == "file":
-            raise DataError("data.source=file needs data.path=<a text file or a folder of .txt files>")
+            raise DataError(
+                "data.source=file needs data.path=<a text file or a folder of .txt files>"
+            )
         raise DataError(f"unknown data.source={self.source!r}; use embedded, url or file")
 
     def _describe(self) -> str:
@@ -153,7 +169,9 @@ class TextDataModule(L.LightningDataModule):
         which would flatter ``val/bpb``; a character vocabulary learned from the
         training split names any character that only the validation text has.
         """
-        self.tokenizer = factory if isinstance(factory, Tokenizer) else factory(text=self.split_text()[0])
+        self.tokenizer = (
+            factory if isinstance(factory, Tokenizer) else factory(text=self.split_text()[0])
+        )
         return self.tokenizer
 
     def use_saved_tokenizer(self, data: Mapping[str, Any]) -> Tokenizer:
@@ -191,7 +209,9 @@ class TextDataModule(L.LightningDataModule):
             raise RuntimeError("call build_tokenizer() before using the data module")
         train_text, val_text = self.split_text()
         key = f"{self.name}-val{self.val_fraction:g}"
-        self.train_tokens = cached_tokens(train_text, self.tokenizer, self.cache_dir, key + "-train")
+        self.train_tokens = cached_tokens(
+            train_text, self.tokenizer, self.cache_dir, key + "-train"
+        )
         self.val_tokens = cached_tokens(val_text, self.tokenizer, self.cache_dir, key + "-val")
         for split, tokens in (("training", self.train_tokens), ("validation", self.val_tokens)):
             if len(tokens) < self.block_size + 1:
@@ -200,7 +220,9 @@ class TextDataModule(L.LightningDataModule):
                     f"block_size + 1 = {self.block_size + 1}; use a longer corpus, a smaller "
                     "model.block_size, or a larger data.val_fraction"
                 )
-        self.val_bytes_per_token = len(val_text.encode("utf-8", errors="surrogatepass")) / len(self.val_tokens)
+        self.val_bytes_per_token = len(val_text.encode("utf-8", errors="surrogatepass")) / len(
+            self.val_tokens
+        )
 
     def _rank(self) -> int:
         trainer = getattr(self, "trainer", None)
@@ -248,13 +270,23 @@ class TextDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.train_tokens is not None
         windows = RandomWindows(
-            self.train_tokens, self.block_size, self.batch_size, self.seed, self._rank(), start_batch=self.start_batch
+            self.train_tokens,
+            self.block_size,
+            self.batch_size,
+            self.seed,
+            self._rank(),
+            start_batch=self.start_batch,
         )
         return self._loader(windows)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_tokens is not None
         windows = RandomWindows(
-            self.val_tokens, self.block_size, self.batch_size, self.seed + 1_000_003, self._rank(), self.val_batches
+            self.val_tokens,
+            self.block_size,
+            self.batch_size,
+            self.seed + 1_000_003,
+            self._rank(),
+            self.val_batches,
         )
         return self._loader(windows)

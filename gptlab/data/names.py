@@ -11,7 +11,9 @@ from __future__ import annotations
 from gptlab.data.sources import DataError
 
 
-def check_plain_name(key: str, value: object, example: str, error: type[Exception] = DataError) -> str:
+def check_plain_name(
+    key: str, value: object, example: str, error: type[Exception] = DataError
+) -> str:
     """Return ``value`` if it is a non-empty name without path separators or ``..``; else raise ``error``."""
     text = str(value)
     if not text.strip() or "/" in text or "\\" in text or ".." in text or "\x00" in text:

@@ -38,7 +38,9 @@ def read_local(path: str | Path, encoding: str = "utf-8", errors: str = "strict"
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
         if not files:
-            raise DataError(f"the folder {path} holds no .txt files; point data.path at a text file or a folder of .txt files")
+            raise DataError(
+                f"the folder {path} holds no .txt files; point data.path at a text file or a folder of .txt files"
+            )
         return "\n\n".join(_read_file(p, encoding, errors) for p in files)
     if not path.is_file():
         raise DataError(f"the corpus file {path} does not exist; check data.path")
@@ -69,7 +71,10 @@ def download(url: str, dest: str | Path, sha256: str | None = None, timeout: flo
         dest.unlink()
     h = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_open(dest, "wb") as out:
+        with (
+            urllib.request.urlopen(url, timeout=timeout) as response,
+            atomic_open(dest, "wb") as out,
+        ):
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 h.update(chunk)
                 out.write(chunk)

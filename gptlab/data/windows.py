@@ -25,7 +25,9 @@ import torch
 from torch.utils.data import IterableDataset
 
 
-def window_batch(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def window_batch(
+    tokens: np.ndarray, offsets: np.ndarray, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather windows starting at ``offsets`` into (x, y) int64 tensors, shape (B, block_size)."""
     index = offsets[:, None] + np.arange(block_size + 1)
     windows = torch.from_numpy(tokens[index].astype(np.int64))
@@ -46,7 +48,9 @@ class RandomWindows(IterableDataset):
         start_batch: int = 0,
     ) -> None:
         if len(tokens) < block_size + 1:
-            raise ValueError(f"need at least block_size + 1 = {block_size + 1} tokens, got {len(tokens)}")
+            raise ValueError(
+                f"need at least block_size + 1 = {block_size + 1} tokens, got {len(tokens)}"
+            )
         self.tokens = tokens
         self.block_size = block_size
         self.batch_size = batch_size
@@ -60,15 +64,27 @@ class RandomWindows(IterableDataset):
         state = self.__dict__.copy()
         tokens = self.tokens
         # Only a whole read-only mapping (its base is the mmap itself), not a view into one.
-        if isinstance(tokens, np.memmap) and tokens.mode == "r" and isinstance(tokens.base, mmap.mmap):
-            state["tokens"] = ("memmap", str(tokens.filename), tokens.dtype.str, tokens.shape, tokens.offset)
+        if (
+            isinstance(tokens, np.memmap)
+            and tokens.mode == "r"
+            and isinstance(tokens.base, mmap.mmap)
+        ):
+            state["tokens"] = (
+                "memmap",
+                str(tokens.filename),
+                tokens.dtype.str,
+                tokens.shape,
+                tokens.offset,
+            )
         return state
 
     def __setstate__(self, state: dict) -> None:
         tokens = state["tokens"]
         if isinstance(tokens, tuple) and tokens and tokens[0] == "memmap":
             _, filename, dtype, shape, offset = tokens
-            state["tokens"] = np.memmap(filename, dtype=np.dtype(dtype), mode="r", shape=shape, offset=offset)
+            state["tokens"] = np.memmap(
+                filename, dtype=np.dtype(dtype), mode="r", shape=shape, offset=offset
+            )
         self.__dict__.update(state)
 
     def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -91,7 +91,9 @@ def manual_attention(
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, T, S)
     if softcap is not None:  # squash into (-cap, cap) so no score can run away
         scores = softcap * torch.tanh(scores / softcap)
-    if mask is None and is_causal:  # called without a mask: query i sees keys 0..i (aligned at the end)
+    if (
+        mask is None and is_causal
+    ):  # called without a mask: query i sees keys 0..i (aligned at the end)
         T, S = scores.shape[-2:]
         mask = torch.ones(T, S, dtype=torch.bool, device=scores.device).tril(diagonal=S - T)
     if mask is not None:

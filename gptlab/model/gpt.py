@@ -273,7 +273,9 @@ class GPT(nn.Module):
             weight = module.weight
             if id(weight) not in converted:
                 column_major = weight.detach().t().contiguous().t()
-                converted[id(weight)] = nn.Parameter(column_major, requires_grad=weight.requires_grad)
+                converted[id(weight)] = nn.Parameter(
+                    column_major, requires_grad=weight.requires_grad
+                )
             module.weight = converted[id(weight)]
         if self.config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight

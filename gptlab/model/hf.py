@@ -34,7 +34,12 @@ if TYPE_CHECKING:
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # GPT-2 ``activation_function`` -> our ``mlp``: the tanh-approximation GELUs are ``gelu``,
 # HF's "gelu" is the exact (erf) one. And back, for writing a config.json.
-MLP_OF_HF_ACTIVATION = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu_fast": "gelu", "gelu": "gelu_exact"}
+MLP_OF_HF_ACTIVATION = {
+    "gelu_new": "gelu",
+    "gelu_pytorch_tanh": "gelu",
+    "gelu_fast": "gelu",
+    "gelu": "gelu_exact",
+}
 HF_ACTIVATION_OF_MLP = {"gelu": "gelu_new", "gelu_exact": "gelu"}
 
 
@@ -98,8 +103,9 @@ def load_hf(cls: type[GPT], path: str | Path, **overrides: Any) -> GPT:
     return model_from_hf_weights(cls, config, _read_weights(path), path)
 
 
-def model_from_hf_weights(cls: type[GPT], config: GPTConfig, hf_state: dict[str, torch.Tensor],
-                          path: str | Path) -> GPT:
+def model_from_hf_weights(
+    cls: type[GPT], config: GPTConfig, hf_state: dict[str, torch.Tensor], path: str | Path
+) -> GPT:
     """A ``cls`` model holding ``hf_state`` (GPT-2 key names and layout); ``path`` names it in errors."""
     model = cls(config)
     state: dict[str, torch.Tensor] = {}
@@ -122,8 +128,10 @@ def model_from_hf_weights(cls: type[GPT], config: GPTConfig, hf_state: dict[str,
             value = state.pop(name)
             target = param[:V] if name in ("transformer.wte.weight", "lm_head.weight") else param
             if tuple(value.shape) != tuple(target.shape):
-                raise ModelConfigError(f"{path}: {name} has shape {tuple(value.shape)} but config.json "
-                                       f"asks for {tuple(target.shape)}; the weights do not belong to this config")
+                raise ModelConfigError(
+                    f"{path}: {name} has shape {tuple(value.shape)} but config.json "
+                    f"asks for {tuple(target.shape)}; the weights do not belong to this config"
+                )
             if name in ("transformer.wte.weight", "lm_head.weight"):
                 param.zero_()  # padded rows stay zero; they are never used
                 param[:V].copy_(value)
@@ -202,6 +210,9 @@ def save_hf(model: GPT, path: str | Path) -> None:
         "torch_dtype": "float32",
     }
     path.mkdir(parents=True, exist_ok=True)
-    metadata = {"format": "pt", "gptlab_checksum": tensors_sha256(tensors)}  # verified by gptlab.checkpoint.load_model
+    metadata = {
+        "format": "pt",
+        "gptlab_checksum": tensors_sha256(tensors),
+    }  # verified by gptlab.checkpoint.load_model
     atomic_write_bytes(path / "model.safetensors", safetensors_bytes(tensors, metadata))
     atomic_write_text(path / "config.json", json.dumps(hf_config, indent=2) + "\n")

@@ -115,7 +115,10 @@ class SwiGLUMLP(nn.Module):
 
 
 MLPS: dict[str, type[nn.Module]] = {
-    "gelu": GeluMLP, "gelu_exact": ExactGeluMLP, "relu2": ReLU2MLP, "swiglu": SwiGLUMLP,
+    "gelu": GeluMLP,
+    "gelu_exact": ExactGeluMLP,
+    "relu2": ReLU2MLP,
+    "swiglu": SwiGLUMLP,
 }
 
 

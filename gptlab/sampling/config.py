@@ -61,28 +61,71 @@ class SamplerConfig:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         self.stop = [str(s) for s in (self.stop or [])]
-        _check(_is_number(self.temperature) and self.temperature >= 0,
-               "temperature", self.temperature, "must be >= 0 (0 means greedy decoding)")
-        _check(self.temperature == 0 or self.temperature >= MIN_TEMPERATURE, "temperature", self.temperature,
-               f"must be 0 (greedy decoding) or at least {MIN_TEMPERATURE:g}: dividing the logits by a smaller "
-               "value overflows them to infinity")
-        _check(self.top_k is None or (_is_int(self.top_k) and self.top_k >= 1),
-               "top_k", self.top_k, "must be an integer >= 1, or null to switch it off")
-        _check(self.top_p is None or (_is_number(self.top_p) and 0 < self.top_p <= 1),
-               "top_p", self.top_p, "must be in (0, 1], or null to switch it off")
-        _check(self.min_p is None or (_is_number(self.min_p) and 0 <= self.min_p <= 1),
-               "min_p", self.min_p, "must be in [0, 1], or null to switch it off")
-        _check(_is_number(self.repetition_penalty) and self.repetition_penalty > 0,
-               "repetition_penalty", self.repetition_penalty, "must be > 0 (1.0 switches it off)")
-        _check(_is_number(self.presence_penalty), "presence_penalty", self.presence_penalty,
-               "must be a number (0.0 switches it off)")
-        _check(_is_number(self.frequency_penalty), "frequency_penalty", self.frequency_penalty,
-               "must be a number (0.0 switches it off)")
-        _check(self.penalty_window is None or (_is_int(self.penalty_window) and self.penalty_window >= 1),
-               "penalty_window", self.penalty_window, "must be an integer >= 1, or null for all generated tokens")
-        _check(_is_int(self.max_new_tokens) and self.max_new_tokens >= 1,
-               "max_new_tokens", self.max_new_tokens, "must be an integer >= 1")
-        _check(self.seed is None or _is_int(self.seed), "seed", self.seed, "must be an integer or null")
+        _check(
+            _is_number(self.temperature) and self.temperature >= 0,
+            "temperature",
+            self.temperature,
+            "must be >= 0 (0 means greedy decoding)",
+        )
+        _check(
+            self.temperature == 0 or self.temperature >= MIN_TEMPERATURE,
+            "temperature",
+            self.temperature,
+            f"must be 0 (greedy decoding) or at least {MIN_TEMPERATURE:g}: dividing the logits by a smaller "
+            "value overflows them to infinity",
+        )
+        _check(
+            self.top_k is None or (_is_int(self.top_k) and self.top_k >= 1),
+            "top_k",
+            self.top_k,
+            "must be an integer >= 1, or null to switch it off",
+        )
+        _check(
+            self.top_p is None or (_is_number(self.top_p) and 0 < self.top_p <= 1),
+            "top_p",
+            self.top_p,
+            "must be in (0, 1], or null to switch it off",
+        )
+        _check(
+            self.min_p is None or (_is_number(self.min_p) and 0 <= self.min_p <= 1),
+            "min_p",
+            self.min_p,
+            "must be in [0, 1], or null to switch it off",
+        )
+        _check(
+            _is_number(self.repetition_penalty) and self.repetition_penalty > 0,
+            "repetition_penalty",
+            self.repetition_penalty,
+            "must be > 0 (1.0 switches it off)",
+        )
+        _check(
+            _is_number(self.presence_penalty),
+            "presence_penalty",
+            self.presence_penalty,
+            "must be a number (0.0 switches it off)",
+        )
+        _check(
+            _is_number(self.frequency_penalty),
+            "frequency_penalty",
+            self.frequency_penalty,
+            "must be a number (0.0 switches it off)",
+        )
+        _check(
+            self.penalty_window is None
+            or (_is_int(self.penalty_window) and self.penalty_window >= 1),
+            "penalty_window",
+            self.penalty_window,
+            "must be an integer >= 1, or null for all generated tokens",
+        )
+        _check(
+            _is_int(self.max_new_tokens) and self.max_new_tokens >= 1,
+            "max_new_tokens",
+            self.max_new_tokens,
+            "must be an integer >= 1",
+        )
+        _check(
+            self.seed is None or _is_int(self.seed), "seed", self.seed, "must be an integer or null"
+        )
         _check(all(self.stop), "stop", self.stop, "must not contain empty strings")
 
     @property
@@ -92,8 +135,11 @@ class SamplerConfig:
 
     @property
     def uses_penalties(self) -> bool:
-        return (self.repetition_penalty != 1.0 or self.presence_penalty != 0.0
-                or self.frequency_penalty != 0.0)
+        return (
+            self.repetition_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
+        )
 
     def replace(self, **changes: Any) -> SamplerConfig:
         """A copy with some fields changed (validated again)."""
@@ -114,7 +160,9 @@ class SamplerConfig:
         values = {str(k): v for k, v in dict(data).items() if k != "_target_"}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"unknown sampler option(s) {unknown}; valid options are {sorted(names)}")
+            raise ValueError(
+                f"unknown sampler option(s) {unknown}; valid options are {sorted(names)}"
+            )
         if "stop" in values and values["stop"] is not None and not isinstance(values["stop"], str):
             values["stop"] = list(values["stop"])
         return cls(**values)

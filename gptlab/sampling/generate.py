@@ -60,7 +60,9 @@ id, or None once that row has finished (drew end-of-text, hit a stop string or i
 ``max_new_tokens``)."""
 
 
-def filter_logits(logits: torch.Tensor, sampler: SamplerConfig, counts: torch.Tensor | None = None) -> torch.Tensor:
+def filter_logits(
+    logits: torch.Tensor, sampler: SamplerConfig, counts: torch.Tensor | None = None
+) -> torch.Tensor:
     """Apply every filter of ``sampler`` in the documented order; returns new logits.
 
     penalties (needs ``counts``, (B, V) occurrences in the penalty window) ->
@@ -68,8 +70,13 @@ def filter_logits(logits: torch.Tensor, sampler: SamplerConfig, counts: torch.Te
     what ``generate`` does; the statistical test checks exactly that.
     """
     if counts is not None and sampler.uses_penalties:
-        logits = apply_penalties(logits, counts, sampler.repetition_penalty,
-                                 sampler.presence_penalty, sampler.frequency_penalty)
+        logits = apply_penalties(
+            logits,
+            counts,
+            sampler.repetition_penalty,
+            sampler.presence_penalty,
+            sampler.frequency_penalty,
+        )
     logits = apply_temperature(logits, sampler.temperature)
     if sampler.top_k is not None:
         logits = top_k_filter(logits, sampler.top_k)
@@ -94,8 +101,13 @@ def sample_next(
     logits = logits.float()
     if sampler.greedy:
         if counts is not None and sampler.uses_penalties:
-            logits = apply_penalties(logits, counts, sampler.repetition_penalty,
-                                     sampler.presence_penalty, sampler.frequency_penalty)
+            logits = apply_penalties(
+                logits,
+                counts,
+                sampler.repetition_penalty,
+                sampler.presence_penalty,
+                sampler.frequency_penalty,
+            )
         return logits.argmax(dim=-1)
     probs = torch.softmax(filter_logits(logits, sampler, counts), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
@@ -175,14 +187,27 @@ def generate(
     block_size = int(model.config.block_size)
     keep = block_size // 2 if window_keep is None else int(window_keep)
     if not 1 <= keep <= block_size:
-        raise ValueError(f"window_keep must be in [1, block_size = {block_size}], got {window_keep}")
-    rows = _prepare_prompts(prompt_ids, block_size, int(model.config.vocab_size),
-                            start_token_id(tokenizer, eot_id))
+        raise ValueError(
+            f"window_keep must be in [1, block_size = {block_size}], got {window_keep}"
+        )
+    rows = _prepare_prompts(
+        prompt_ids, block_size, int(model.config.vocab_size), start_token_id(tokenizer, eot_id)
+    )
     device = next(model.parameters()).device
     if generator is None and sampler.seed is not None:
         generator = torch.Generator(device=device).manual_seed(sampler.seed)
-    steps = _decode(model, rows, sampler, use_cache=use_cache, eot_id=eot_id, tokenizer=tokenizer,
-                    keep=keep, generator=generator, device=device, logits_hook=logits_hook)
+    steps = _decode(
+        model,
+        rows,
+        sampler,
+        use_cache=use_cache,
+        eot_id=eot_id,
+        tokenizer=tokenizer,
+        keep=keep,
+        generator=generator,
+        device=device,
+        logits_hook=logits_hook,
+    )
     if stream:
         return steps
     out: list[list[int]] = [[] for _ in rows]
@@ -197,30 +222,38 @@ def _model_dtype(model: torch.nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def _prepare_prompts(prompt_ids: Any, block_size: int, vocab_size: int, start_id: int) -> list[list[int]]:
+def _prepare_prompts(
+    prompt_ids: Any, block_size: int, vocab_size: int, start_id: int
+) -> list[list[int]]:
     """Normalise the prompts to lists of ints, check the ids, crop and fill empty ones."""
     if isinstance(prompt_ids, torch.Tensor):
         if prompt_ids.dim() not in (1, 2):
-            raise ValueError(f"prompt_ids must be a 1-D or 2-D tensor, got shape {tuple(prompt_ids.shape)}")
+            raise ValueError(
+                f"prompt_ids must be a 1-D or 2-D tensor, got shape {tuple(prompt_ids.shape)}"
+            )
         prompt_ids = prompt_ids.tolist()
     prompt_ids = list(prompt_ids)
     if prompt_ids and all(isinstance(t, int) for t in prompt_ids):
         prompt_ids = [prompt_ids]  # one flat prompt
     if not prompt_ids:
-        raise ValueError("no prompts given: pass a list of prompts, e.g. [[id, id, ...]] (use [[]] for one empty prompt)")
+        raise ValueError(
+            "no prompts given: pass a list of prompts, e.g. [[id, id, ...]] (use [[]] for one empty prompt)"
+        )
     rows: list[list[int]] = []
     for i, p in enumerate(prompt_ids):
         ids = [int(t) for t in p]
         bad = [t for t in ids if not 0 <= t < vocab_size]
         if bad:
-            raise ValueError(f"prompt {i} has token id(s) {bad[:5]} outside the model's vocabulary [0, {vocab_size})")
+            raise ValueError(
+                f"prompt {i} has token id(s) {bad[:5]} outside the model's vocabulary [0, {vocab_size})"
+            )
         if len(ids) > block_size - 1:
             warnings.warn(
                 f"prompt {i} has {len(ids)} tokens but the context holds {block_size}; "
                 f"keeping its last {block_size - 1} tokens",
                 stacklevel=3,
             )
-            ids = ids[-(block_size - 1):]
+            ids = ids[-(block_size - 1) :]
         rows.append(ids or [start_id])
     return rows
 
@@ -243,7 +276,9 @@ def _decode(
     was_training = model.training
     model.eval()
     try:
-        loop = _DecodeLoop(model, rows, sampler, use_cache, eot_id, tokenizer, keep, generator, device)
+        loop = _DecodeLoop(
+            model, rows, sampler, use_cache, eot_id, tokenizer, keep, generator, device
+        )
         yield from loop.run(logits_hook)
     finally:
         model.train(was_training)
@@ -268,8 +303,9 @@ class _DecodeLoop:
             self.counts = torch.zeros(len(rows), int(model.config.vocab_size), device=device)
         self.cache = None
         if use_cache:
-            self.cache = model.new_kv_cache(len(rows), max_len=self.block_size, device=device,
-                                            dtype=_model_dtype(model))
+            self.cache = model.new_kv_cache(
+                len(rows), max_len=self.block_size, device=device, dtype=_model_dtype(model)
+            )
         self.mask: torch.Tensor | None = None  # (B, cache.pos) while padding is cached
         self.next_pos: torch.Tensor | None = None  # (B, 1) position of the next token
 
@@ -322,8 +358,8 @@ class _DecodeLoop:
                 self.counts[i, toks[-w - 1]] -= 1
 
     def _hit_stop(self, i: int) -> bool:
-        generated = self.tokens[i][self.n_prompt[i]:]
-        tail = self.tokenizer.decode(generated[-self.stop_tail:])
+        generated = self.tokens[i][self.n_prompt[i] :]
+        tail = self.tokenizer.decode(generated[-self.stop_tail :])
         return any(s in tail for s in self.sampler.stop)
 
     def _advance(self, new: torch.Tensor) -> torch.Tensor:
@@ -340,8 +376,13 @@ class _DecodeLoop:
             logits = self._forward(ids, kv_cache=self.cache, last_only=True)
         else:
             self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.tokens), 1)], dim=1)
-            logits = self._forward(ids, kv_cache=self.cache, attention_mask=self.mask,
-                                   position_ids=self.next_pos, last_only=True)
+            logits = self._forward(
+                ids,
+                kv_cache=self.cache,
+                attention_mask=self.mask,
+                position_ids=self.next_pos,
+                last_only=True,
+            )
             self.next_pos = self.next_pos + 1
         return logits[:, -1]
 
@@ -350,13 +391,17 @@ class _DecodeLoop:
         windows = [toks[s:] for toks, s in zip(self.tokens, self.start)]
         lengths = [len(w) for w in windows]
         width = max(lengths)
-        ids = torch.tensor([[0] * (width - n) + w for w, n in zip(windows, lengths)],
-                           dtype=torch.long, device=self.device)
+        ids = torch.tensor(
+            [[0] * (width - n) + w for w, n in zip(windows, lengths)],
+            dtype=torch.long,
+            device=self.device,
+        )
         kwargs: dict[str, Any] = {"last_only": True}
         self.mask = self.next_pos = None
         if min(lengths) != width:
-            mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths],
-                                dtype=torch.long, device=self.device)
+            mask = torch.tensor(
+                [[0] * (width - n) + [1] * n for n in lengths], dtype=torch.long, device=self.device
+            )
             kwargs["attention_mask"] = mask
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
             self.mask = mask

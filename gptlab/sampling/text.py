@@ -88,12 +88,14 @@ class TextStream:
 
     def _emit(self, text: str, end: int) -> str:
         end = max(end, self.printed)
-        piece = text[self.printed:end]
+        piece = text[self.printed : end]
         self.printed = end
         return piece
 
 
-def generate_text(model: torch.nn.Module, tokenizer: Any, prompt: str, sampler: SamplerConfig) -> str:
+def generate_text(
+    model: torch.nn.Module, tokenizer: Any, prompt: str, sampler: SamplerConfig
+) -> str:
     """Continue ``prompt`` and return the completion only (the prompt is not repeated).
 
     The completion stops at end-of-text (``sampler.stop_at_eot``), at a stop string

@@ -46,7 +46,9 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TokenizerError(f"tokenizer file {path} is not valid JSON ({e}); it is truncated or corrupt") from None
+        raise TokenizerError(
+            f"tokenizer file {path} is not valid JSON ({e}); it is truncated or corrupt"
+        ) from None
     return tokenizer_from_dict(data)
 
 

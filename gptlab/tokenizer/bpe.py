@@ -222,7 +222,9 @@ class BPETokenizer(Tokenizer):
         elif not self._allowed(allowed_special):
             ids = enc.encode_ordinary(text)
         else:
-            ids = enc.encode(text, allowed_special=self._allowed(allowed_special), disallowed_special=())
+            ids = enc.encode(
+                text, allowed_special=self._allowed(allowed_special), disallowed_special=()
+            )
         if self._check_kept:
             self._refuse_lost_text(text, ids)
         return ids

@@ -141,7 +141,9 @@ SETTINGS_FIELDS = ("pattern_regex", "special_tokens", "byte_order")
 
 def settings_checksum(data: dict[str, Any]) -> str:
     settings = {key: data.get(key) for key in SETTINGS_FIELDS}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return hashlib.sha256(
+        json.dumps(settings, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    ).hexdigest()
 
 
 def verify_settings_checksum(data: dict[str, Any], source: str) -> None:

@@ -19,9 +19,13 @@ class CharTokenizer(Tokenizer):
     def __init__(self, chars: list[str] | str) -> None:
         chars = list(chars)
         if not chars:
-            raise TokenizerError("a character tokenizer needs at least one character; the corpus is empty")
+            raise TokenizerError(
+                "a character tokenizer needs at least one character; the corpus is empty"
+            )
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
-            raise TokenizerError("a character tokenizer's vocabulary must be distinct single characters")
+            raise TokenizerError(
+                "a character tokenizer's vocabulary must be distinct single characters"
+            )
         self.chars = chars
         self._stoi = {c: i for i, c in enumerate(chars)}
 
@@ -62,7 +66,9 @@ class CharTokenizer(Tokenizer):
     def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
         chars = data.get("chars")
         if not isinstance(chars, str):
-            raise TokenizerError("character tokenizer data needs 'chars', a string of the vocabulary; the file is damaged")
+            raise TokenizerError(
+                "character tokenizer data needs 'chars', a string of the vocabulary; the file is damaged"
+            )
         return cls(list(chars))
 
 

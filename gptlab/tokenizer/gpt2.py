@@ -52,7 +52,10 @@ class GPT2Tokenizer(Tokenizer):
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return self._enc.encode_batch(
-            texts, num_threads=self._threads, allowed_special={"<|endoftext|>"}, disallowed_special=()
+            texts,
+            num_threads=self._threads,
+            allowed_special={"<|endoftext|>"},
+            disallowed_special=(),
         )
 
     def decode(self, ids: list[int]) -> str:

@@ -129,14 +129,24 @@ class RunSummary(L.Callback):
         for logger in trainer.loggers:
             logger.log_hyperparams(info)
         if trainer.is_global_zero:
-            for logger in _wandb_loggers(trainer):  # also a summary field, shown in wandb's run table
+            for logger in _wandb_loggers(
+                trainer
+            ):  # also a summary field, shown in wandb's run table
                 logger.experiment.summary.update(info)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, pl_module, "finished")
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._write(trainer, pl_module, "interrupted" if isinstance(exception, (KeyboardInterrupt, TrainingInterrupted)) else "failed")
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._write(
+            trainer,
+            pl_module,
+            "interrupted"
+            if isinstance(exception, (KeyboardInterrupt, TrainingInterrupted))
+            else "failed",
+        )
 
     @rank_zero_only
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str) -> None:
@@ -147,7 +157,9 @@ class RunSummary(L.Callback):
         from gptlab.utils.io import atomic_write_text
 
         metrics = {
-            k: float(v) for k, v in trainer.callback_metrics.items() if hasattr(v, "numel") and v.numel() == 1
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if hasattr(v, "numel") and v.numel() == 1
         }
         summary = {
             "status": status,
@@ -214,7 +226,9 @@ class SampleText(L.Callback):
             atomic_write_text(path, f"{self.prompt}{text}\n")
         for logger in _wandb_loggers(trainer):  # samples as a wandb Table
             logger.log_text(
-                key="samples", columns=["step", "prompt", "sample"], data=[[trainer.global_step, self.prompt, text]]
+                key="samples",
+                columns=["step", "prompt", "sample"],
+                data=[[trainer.global_step, self.prompt, text]],
             )
 
 

@@ -44,7 +44,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         held, self.hold, self.held = self.held, False, None
         return held
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         if self.hold:
@@ -58,7 +60,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             add_checksum(checkpoint)
         atomic_save(path, lambda f: torch.save(checkpoint, f))
 
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         """Always ``weights_only=True``: gptlab checkpoints hold only tensors and plain data.
 
         A file that needs more (a pickled class or function) is refused with a

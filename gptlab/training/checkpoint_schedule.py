@@ -48,8 +48,12 @@ class CheckpointSchedule(L.Callback):
         mode: str = "min",
     ) -> None:
         for name, value in (("every_n_steps", every_n_steps), ("keep_last", keep_last)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ConfigError(f"checkpoint.{name}={value!r} must be a positive integer (or null)")
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ConfigError(
+                    f"checkpoint.{name}={value!r} must be a positive integer (or null)"
+                )
         if mode not in ("min", "max"):
             raise ConfigError(f"callbacks.model_checkpoint.mode={mode!r} must be min or max")
         name = filename.format(step=0)
@@ -103,7 +107,14 @@ class CheckpointSchedule(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._saved_step = trainer.global_step  # a resumed run's checkpoint of this step exists
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         step = trainer.global_step
         if self.every_n_steps and step > self._saved_step and step % self.every_n_steps == 0:
             self.save(trainer)
@@ -115,7 +126,9 @@ class CheckpointSchedule(L.Callback):
         if score is not None:
             self._validated = (trainer.global_step, float(score))
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.commit(trainer)  # the saved step is now complete: validated and logged
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -169,7 +182,9 @@ class CheckpointSchedule(L.Callback):
                     states[callback.state_key] = state
             io.write(checkpoint, path)
         path, last = self.dirpath / name, self.dirpath / LAST_CHECKPOINT
-        if path.is_dir():  # a sharded checkpoint (FSDP state_dict_type=sharded) is a folder: write it again
+        if (
+            path.is_dir()
+        ):  # a sharded checkpoint (FSDP state_dict_type=sharded) is a folder: write it again
             trainer.save_checkpoint(last, weights_only=False)
         else:
             if trainer.is_global_zero:

@@ -52,18 +52,25 @@ class OutOfMemory(GptlabError):
         if "16" not in str(trainer.get("precision")):  # neither bf16 nor fp16 yet
             fixes.append(f"use trainer.precision=bf16-mixed (now {trainer.get('precision')})")
         if not model.get("activation_checkpointing", False):
-            fixes.append("set model.activation_checkpointing=true (recompute activations in backward)")
+            fixes.append(
+                "set model.activation_checkpointing=true (recompute activations in backward)"
+            )
         return cls(f"out of memory on {device}; to use less: " + "; ".join(fixes))
 
 
 # What torch's CPU allocator says when malloc fails (c10/core/impl/alloc_cpu.cpp), and what
 # Python says for a failed allocation of its own (MemoryError has no message of its kind).
-_CPU_OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+_CPU_OOM_MESSAGES = (
+    "DefaultCPUAllocator: can't allocate memory",
+    "DefaultCPUAllocator: not enough memory",
+)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
     """True for running out of memory: CUDA's own error type, MPS's and the CPU allocator's RuntimeError."""
-    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(
+        torch.cuda, "OutOfMemoryError", None
+    )
     if oom_type is not None and isinstance(error, oom_type):
         return True
     if isinstance(error, MemoryError):
@@ -81,7 +88,11 @@ def total_grad_norm(parameters) -> torch.Tensor | None:
     grads = [p.grad.detach() for p in parameters if p.grad is not None]
     if not grads:
         return None
-    norms = torch._foreach_norm(grads, 2.0) if hasattr(torch, "_foreach_norm") else [g.norm(2.0) for g in grads]
+    norms = (
+        torch._foreach_norm(grads, 2.0)
+        if hasattr(torch, "_foreach_norm")
+        else [g.norm(2.0) for g in grads]
+    )
     return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]), 2.0)
 
 
@@ -107,14 +118,20 @@ class TrainingGuard(L.Callback):
         vocab = getattr(getattr(pl_module, "config", None), "vocab_size", None)
         self._uniform = math.log(vocab) if vocab else None
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
+    ) -> None:
         # The module's own counter is the data position (RandomWindows index); fall back to Lightning's.
         self._batches.append(int(getattr(pl_module, "train_batches", batch_idx)))
 
-    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
         self._losses.append(loss.detach())
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer
+    ) -> None:
         losses, batches = self._losses, self._batches
         self._losses, self._batches = [], []
         step = trainer.global_step + 1  # the step this update would complete
@@ -125,7 +142,9 @@ class TrainingGuard(L.Callback):
         # Gradient clipping runs right after this hook and needs the same norm: hand it over
         # (GPTLightningModule.configure_gradient_clipping) instead of computing it twice.
         pl_module.unclipped_grad_norm = norm
-        values = torch.stack([x.float().reshape(()) for x in losses] + ([norm] if norm is not None else []))
+        values = torch.stack(
+            [x.float().reshape(()) for x in losses] + ([norm] if norm is not None else [])
+        )
         values = values.tolist()  # the one device sync of the step
         loss_values, grad_norm = values[: len(losses)], (values[-1] if norm is not None else 0.0)
         # Under DDP gradients are already averaged over ranks, so deciding on them keeps ranks in step.
@@ -144,7 +163,9 @@ class TrainingGuard(L.Callback):
             p.grad = None  # the optimizer leaves parameters without gradients untouched
         pl_module.unclipped_grad_norm = None
         self.skipped_steps += 1
-        pl_module.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        pl_module.log(
+            "train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False
+        )
         if trainer.is_global_zero:
             _say(f"gptlab: skipped step {step} ({what}); {self.skipped_steps} skipped so far")
 
@@ -181,8 +202,16 @@ def _describe(loss_values: list[float], grad_norm: float, batches: list[int]) ->
     for value, batch in zip(loss_values, batches):
         if not math.isfinite(value):
             return f"non-finite loss ({value}) on data batch {batch}"
-    span = f"data batch {batches[0]}" if len(batches) == 1 else f"data batches {batches[0]}-{batches[-1]}"
-    return f"non-finite gradient (norm {grad_norm}) on {span}" if batches else f"non-finite gradient (norm {grad_norm})"
+    span = (
+        f"data batch {batches[0]}"
+        if len(batches) == 1
+        else f"data batches {batches[0]}-{batches[-1]}"
+    )
+    return (
+        f"non-finite gradient (norm {grad_norm}) on {span}"
+        if batches
+        else f"non-finite gradient (norm {grad_norm})"
+    )
 
 
 def _last_checkpoint(trainer: L.Trainer) -> str:

@@ -45,7 +45,9 @@ class StopOnSignal(L.Callback):
         self._previous: dict[int, Any] = {}
         self._step_seen = 0
         self._stop_after_step = False
-        self._ending: tuple[L.Trainer, str] | None = None  # set once the final checkpoint is written
+        self._ending: tuple[L.Trainer, str] | None = (
+            None  # set once the final checkpoint is written
+        )
 
     # -- handlers ---------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -60,9 +62,14 @@ class StopOnSignal(L.Callback):
         if self._ending is not None:  # nothing is left that a checkpoint could keep
             trainer, path = self._ending
             self._ending = None
-            print(f"\ngptlab: {signal.Signals(signum).name} received after the last step; stopping now",
-                  file=sys.stderr, flush=True)
-            raise TrainingInterrupted(signum, trainer.global_step, path, str(trainer.default_root_dir))
+            print(
+                f"\ngptlab: {signal.Signals(signum).name} received after the last step; stopping now",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise TrainingInterrupted(
+                signum, trainer.global_step, path, str(trainer.default_root_dir)
+            )
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: the user will not wait for the step
         if self.received is None:
@@ -84,23 +91,39 @@ class StopOnSignal(L.Callback):
         self._ending = None
         self._restore()
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         self._ending = None
         self._restore()
 
     # -- the step boundary ------------------------------------------------------------
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         stepped = trainer.global_step != self._step_seen
         self._step_seen = trainer.global_step
         if stepped and self._agreed_signal(trainer, pl_module):  # not inside an accumulation window
             self._stop_after_step = True
             _take_checkpoint(trainer)  # where Lightning's loop state says this step is done
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         """Save and stop here: by now the finished step's validation ran and its metrics were logged."""
         if self._stop_after_step:
             path = save_now(trainer)  # writes the checkpoint taken at the step's end
-            raise TrainingInterrupted(self.received or signal.SIGTERM, trainer.global_step, path, str(trainer.default_root_dir))
+            raise TrainingInterrupted(
+                self.received or signal.SIGTERM,
+                trainer.global_step,
+                path,
+                str(trainer.default_root_dir),
+            )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         schedule = schedule_of(trainer)
@@ -110,7 +133,9 @@ class StopOnSignal(L.Callback):
             path = schedule.last_model_path
         if self.received:  # arrived after the last step began: the run is complete and saved
             path = path or save_now(trainer)
-            raise TrainingInterrupted(self.received, trainer.global_step, path, str(trainer.default_root_dir))
+            raise TrainingInterrupted(
+                self.received, trainer.global_step, path, str(trainer.default_root_dir)
+            )
         self._ending = (trainer, path)
 
     def _agreed_signal(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:

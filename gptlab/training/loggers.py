@@ -97,8 +97,13 @@ def new_run_id(length: int = 8) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | None = None,
-                 log_model: bool | str = False, **kwargs: Any):
+def wandb_logger(
+    offline: bool | None = None,
+    save_dir: str = ".",
+    group: str | None = None,
+    log_model: bool | str = False,
+    **kwargs: Any,
+):
     """A Lightning ``WandbLogger`` that goes offline by itself and groups sweeps.
 
     ``offline=None`` means: offline if ``WANDB_MODE=offline`` or no credentials are found,
@@ -115,7 +120,9 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | 
     """
     from lightning.pytorch.loggers import WandbLogger
 
-    kept: dict[str, tuple[str, float, bool]] = {}  # log_model=true: the best and the last checkpoint
+    kept: dict[
+        str, tuple[str, float, bool]
+    ] = {}  # log_model=true: the best and the last checkpoint
 
     class GptlabWandbLogger(WandbLogger):
         def log_hyperparams(self, params: Any) -> None:
@@ -125,7 +132,9 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | 
 
         def checkpoint_saved(self, path: str, score: float, is_best: bool) -> None:
             if log_model == "all":
-                upload_checkpoint(self.experiment, path, score, ["latest", "best"] if is_best else ["latest"])
+                upload_checkpoint(
+                    self.experiment, path, score, ["latest", "best"] if is_best else ["latest"]
+                )
             elif log_model:
                 kept["last"] = (path, score, is_best)
                 if is_best:
@@ -137,11 +146,19 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | 
                 if best and (not last or best[0] != last[0]):
                     upload_checkpoint(self.experiment, best[0], best[1], ["best"])
                 if last:
-                    upload_checkpoint(self.experiment, last[0], last[1], ["latest", "best"] if last[2] else ["latest"])
+                    upload_checkpoint(
+                        self.experiment,
+                        last[0],
+                        last[1],
+                        ["latest", "best"] if last[2] else ["latest"],
+                    )
             super().finalize(status)
 
     if offline is None:
-        offline = os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") or not wandb_has_credentials()
+        offline = (
+            os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun")
+            or not wandb_has_credentials()
+        )
     if offline:
         os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -160,7 +177,9 @@ def wandb_logger(offline: bool | None = None, save_dir: str = ".", group: str | 
         kwargs["tags"] = list(kwargs["tags"])
     if group:
         kwargs["group"] = group
-    return GptlabWandbLogger(save_dir=save_dir, offline=bool(offline), id=run_id, resume="allow", **kwargs)
+    return GptlabWandbLogger(
+        save_dir=save_dir, offline=bool(offline), id=run_id, resume="allow", **kwargs
+    )
 
 
 def upload_checkpoint(run: Any, path: str, score: float, aliases: list[str]) -> None:
@@ -174,7 +193,10 @@ def upload_checkpoint(run: Any, path: str, score: float, aliases: list[str]) -> 
 
     if not Path(path).is_file():
         return
-    metadata = {"score": score if math.isfinite(score) else None, "original_filename": Path(path).name}
+    metadata = {
+        "score": score if math.isfinite(score) else None,
+        "original_filename": Path(path).name,
+    }
     artifact = wandb.Artifact(name=f"model-{run.id}", type="model", metadata=metadata)
     artifact.add_file(path, name="model.ckpt")
     run.log_artifact(artifact, aliases=aliases)

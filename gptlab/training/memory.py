@@ -45,7 +45,9 @@ def parameter_count(config: GPTConfig) -> int:
     return embeddings + positions + config.n_layer * (attention + mlp)
 
 
-def cpu_memory_floor(config: GPTConfig, batch_size: int, block_size: int, bytes_per_value: int = 4) -> int:
+def cpu_memory_floor(
+    config: GPTConfig, batch_size: int, block_size: int, bytes_per_value: int = 4
+) -> int:
     """Bytes a training step of ``config`` on ``batch_size`` windows of ``block_size`` surely needs.
 
     The model keeps a ``block_size x block_size`` boolean mask (built from a second one

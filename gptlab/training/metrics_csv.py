@@ -75,7 +75,9 @@ class MetricsCSV(Logger):
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         self._hparams.update(_plain(dict(params) if not isinstance(params, dict) else params))
         self._dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self._dir / HPARAMS, yaml.safe_dump(self._hparams, sort_keys=False, allow_unicode=True))
+        atomic_write_text(
+            self._dir / HPARAMS, yaml.safe_dump(self._hparams, sort_keys=False, allow_unicode=True)
+        )
 
     @rank_zero_only
     def save(self) -> None:
@@ -119,14 +121,20 @@ class MetricsCSV(Logger):
     def _header(self) -> list[str]:
         if self._columns is None:
             self._columns = []
-            with contextlib.suppress(FileNotFoundError), open(self.path, newline="", encoding="utf-8") as f:
+            with (
+                contextlib.suppress(FileNotFoundError),
+                open(self.path, newline="", encoding="utf-8") as f,
+            ):
                 self._columns = list(next(csv.reader(f), []))
         return self._columns
 
     def _rewrite(self, columns: list[str]) -> None:
         """The file under a wider header, replaced atomically: a kill leaves the old or the new one."""
         old: list[dict[str, str]] = []
-        with contextlib.suppress(FileNotFoundError), open(self.path, newline="", encoding="utf-8") as f:
+        with (
+            contextlib.suppress(FileNotFoundError),
+            open(self.path, newline="", encoding="utf-8") as f,
+        ):
             old = list(csv.DictReader(f))
         text = csv_text([columns, *[[row.get(c) or "" for c in columns] for row in old]])
         atomic_write_text(self.path, text)

@@ -41,11 +41,17 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 # Attributes assigned every step that are never parameters, buffers or submodules.
 # nn.Module.__setattr__ checks each assignment against all three, through Python-level
-# isinstance hooks, and Lightning assigns ``_current_fx_name`` around every hook, ~44 times
-# a step. Skipping the checks for these names took Lightning's cost over a bare loop from
-# 2.5 to 0.7-0.9 ms a step on a 2-core CPU (benchmarks/loop_overhead.py).
-# ``_current_fx_name`` is Lightning's own name: listing it here is the only way to skip the checks.
-_PLAIN_STEP_ATTRIBUTES = frozenset({"_current_fx_name", "train_batches", "last_train_loss", "unclipped_grad_norm"})
+# isinstance hooks, and Lightning assigns ``_current_fx_name`` around every hook, dozens of
+# times a step; skipping the checks for these names removes most of Lightning's per-step
+# cost over a bare loop (measured in benchmarks/RESULTS.md, "loop overhead").
+_PLAIN_STEP_ATTRIBUTES = frozenset(
+    {
+        "_current_fx_name",  # Lightning's own attribute: naming it is the only way to skip the checks
+        "train_batches",
+        "last_train_loss",
+        "unclipped_grad_norm",
+    }
+)
 
 
 class GPTLightningModule(L.LightningModule):
@@ -78,7 +84,9 @@ class GPTLightningModule(L.LightningModule):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PLAIN_STEP_ATTRIBUTES:
-            object.__setattr__(self, name, value)  # what nn.Module ends up doing for them, minus the checks
+            object.__setattr__(
+                self, name, value
+            )  # what nn.Module ends up doing for them, minus the checks
         else:
             super().__setattr__(name, value)
 
@@ -86,7 +94,9 @@ class GPTLightningModule(L.LightningModule):
         return self.model(idx)
 
     # -- training ---------------------------------------------------------------------
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         self.train_batches += 1
         x, y = batch
         loss = next_token_loss(self.model(x), y)
@@ -142,7 +152,11 @@ class GPTLightningModule(L.LightningModule):
 
     # -- exact resume -----------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gptlab"] = {"train_batches": self.train_batches, "rng": capture_rng_state(), "wall_time": self.wall_time()}
+        checkpoint["gptlab"] = {
+            "train_batches": self.train_batches,
+            "rng": capture_rng_state(),
+            "wall_time": self.wall_time(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Continue the data stream where the checkpoint stopped (the loaders are built after this)."""
@@ -151,7 +165,9 @@ class GPTLightningModule(L.LightningModule):
         self._wall_time_before = float(state.get("wall_time", 0.0))
         accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
         # Checkpoints from before the counter existed: every step drew accumulate_grad_batches batches.
-        self.train_batches = int(state.get("train_batches", checkpoint.get("global_step", 0) * accumulate))
+        self.train_batches = int(
+            state.get("train_batches", checkpoint.get("global_step", 0) * accumulate)
+        )
         self._rng_to_restore = state.get("rng")
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "start_batch"):
@@ -182,7 +198,9 @@ class GPTLightningModule(L.LightningModule):
             self.log("val/bpb", loss / math.log(2) / self.val_bytes_per_token, sync_dist=True)
 
     # -- optimizer --------------------------------------------------------------------
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
         """Clip here, not in Lightning's precision plugin, so fused AdamW can be clipped.
 
         Lightning refuses to clip for any optimizer that "handles unscaling" (the fused
@@ -194,12 +212,16 @@ class GPTLightningModule(L.LightningModule):
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        params = [
+            p for group in optimizer.param_groups for p in group["params"] if p.grad is not None
+        ]
         if gradient_clip_algorithm == "value":
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
         else:
             norm, self.unclipped_grad_norm = self.unclipped_grad_norm, None
-            if norm is not None and hasattr(torch.nn.utils, "clip_grads_with_norm_"):  # torch >= 2.6
+            if norm is not None and hasattr(
+                torch.nn.utils, "clip_grads_with_norm_"
+            ):  # torch >= 2.6
                 torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
             else:
                 norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
@@ -210,4 +232,7 @@ class GPTLightningModule(L.LightningModule):
         optimizer = build(dict(self.hparams.optimizer), self.model)
         if not self.hparams.scheduler:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": build(dict(self.hparams.scheduler), optimizer)}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": build(dict(self.hparams.scheduler), optimizer),
+        }

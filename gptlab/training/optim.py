@@ -50,9 +50,17 @@ def adamw(
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=use_fused or None)
 
 
-def sgd(model: nn.Module, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = True) -> torch.optim.SGD:
+def sgd(
+    model: nn.Module,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    nesterov: bool = True,
+) -> torch.optim.SGD:
     """Plain SGD with momentum: the baseline every optimizer study needs."""
-    return torch.optim.SGD(decay_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov)
+    return torch.optim.SGD(
+        decay_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov
+    )
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
@@ -65,10 +73,24 @@ class MuonWithAdamW(torch.optim.Optimizer):
     clipping and checkpointing see one optimizer.
     """
 
-    def __init__(self, muon_params: list[torch.Tensor], adamw_groups: list[dict], lr: float, adam_lr: float,
-                 momentum: float, weight_decay: float, betas: tuple[float, float], eps: float) -> None:
-        self.muon = torch.optim.Muon(muon_params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                     adjust_lr_fn="match_rms_adamw")
+    def __init__(
+        self,
+        muon_params: list[torch.Tensor],
+        adamw_groups: list[dict],
+        lr: float,
+        adam_lr: float,
+        momentum: float,
+        weight_decay: float,
+        betas: tuple[float, float],
+        eps: float,
+    ) -> None:
+        self.muon = torch.optim.Muon(
+            muon_params,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            adjust_lr_fn="match_rms_adamw",
+        )
         self.adamw = torch.optim.AdamW(adamw_groups, lr=adam_lr, betas=tuple(betas), eps=eps)
         all_params = list(muon_params) + [p for g in adamw_groups for p in g["params"]]
         super().__init__(all_params, {"lr": lr})
@@ -108,7 +130,9 @@ def muon(
 ) -> torch.optim.Optimizer:
     """Muon on the blocks' 2-D matrices, AdamW (decay on matrices) on embeddings, head and vectors."""
     if not hasattr(torch.optim, "Muon"):
-        raise RuntimeError("optimizer=muon needs torch>=2.9 (torch.optim.Muon); upgrade torch or use optimizer=adamw")
+        raise RuntimeError(
+            "optimizer=muon needs torch>=2.9 (torch.optim.Muon); upgrade torch or use optimizer=adamw"
+        )
     outside = set()
     for module in model.modules():
         if isinstance(module, nn.Embedding):

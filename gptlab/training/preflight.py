@@ -32,10 +32,18 @@ from gptlab.utils.spec import check_target
 
 # Lightning's precision names (and their short aliases), and the ones each accelerator can run.
 PRECISIONS = {
-    "64": "64-true", "32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed",
-    "64-true": "64-true", "32-true": "32-true", "16-true": "16-true", "16-mixed": "16-mixed",
-    "bf16-true": "bf16-true", "bf16-mixed": "bf16-mixed",
-    "transformer-engine": "transformer-engine", "transformer-engine-float16": "transformer-engine-float16",
+    "64": "64-true",
+    "32": "32-true",
+    "16": "16-mixed",
+    "bf16": "bf16-mixed",
+    "64-true": "64-true",
+    "32-true": "32-true",
+    "16-true": "16-true",
+    "16-mixed": "16-mixed",
+    "bf16-true": "bf16-true",
+    "bf16-mixed": "bf16-mixed",
+    "transformer-engine": "transformer-engine",
+    "transformer-engine-float16": "transformer-engine-float16",
 }
 CPU_PRECISIONS = ("64-true", "32-true", "bf16-mixed", "bf16-true", "16-true")
 # Lightning's seed_everything (and NumPy's legacy seeding under it) take 0 <= seed < 2**32.
@@ -49,13 +57,17 @@ def validate_run_config(cfg: DictConfig) -> None:
     _check_data(cfg, model)
     _check_optimizer(cfg)
     _check_targets(cfg)
-    _check_trainer(cfg)  # before the checkpoint keys: checkpoint.every_n_steps follows val_check_interval
+    _check_trainer(
+        cfg
+    )  # before the checkpoint keys: checkpoint.every_n_steps follows val_check_interval
     _check_checkpoint(cfg)
     _check_checkpoint_filename(cfg)
     _check_cpu_memory(cfg, model)
 
 
-def check_vocab(tokenizer_vocab_size: int, model_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+def check_vocab(
+    tokenizer_vocab_size: int, model_cfg: Mapping[str, Any] | DictConfig
+) -> dict[str, Any]:
     """The model config as a plain dict with ``vocab_size`` taken from the tokenizer.
 
     Refuses a ``model.vocab_size`` smaller than the tokenizer's (ids past the table
@@ -74,7 +86,9 @@ def check_vocab(tokenizer_vocab_size: int, model_cfg: Mapping[str, Any] | DictCo
             "set model.vocab_size=null to take it from the tokenizer"
         )
     config = GPTConfig.from_dict(resolved)
-    table = config.padded_vocab_size * config.n_embd * 4  # one fp32 table (tied with the output layer)
+    table = (
+        config.padded_vocab_size * config.n_embd * 4
+    )  # one fp32 table (tied with the output layer)
     memory = machine_memory_bytes()
     if memory is not None and table > memory:
         raise ConfigError(
@@ -90,7 +104,9 @@ def _model_config(cfg: DictConfig) -> GPTConfig:
     model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
     if model_cfg.get("vocab_size") is None:
         model_cfg["vocab_size"] = 1
-    return GPTConfig.from_dict(model_cfg)  # raises ModelConfigError: n_embd % n_head, n_head % n_kv_head, ...
+    return GPTConfig.from_dict(
+        model_cfg
+    )  # raises ModelConfigError: n_embd % n_head, n_head % n_kv_head, ...
 
 
 def _is_int(value: Any) -> bool:
@@ -113,7 +129,9 @@ def _check_seed(cfg: DictConfig) -> None:
     if seed is None:
         return
     if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"seed={seed!r} must be a whole number from 0 to {MAX_SEED:,} (2**32 - 1), e.g. seed=1337")
+        raise ConfigError(
+            f"seed={seed!r} must be a whole number from 0 to {MAX_SEED:,} (2**32 - 1), e.g. seed=1337"
+        )
 
 
 def _check_data(cfg: DictConfig, model: GPTConfig) -> None:
@@ -123,7 +141,10 @@ def _check_data(cfg: DictConfig, model: GPTConfig) -> None:
     check_num_workers(data.get("num_workers"), error=ConfigError)
     if data.get("name") is not None:
         check_plain_name("data.name", data.get("name"), "my_corpus", error=ConfigError)
-    for key, example in (("batch_size", "data.batch_size=12"), ("val_batches", "data.val_batches=20")):
+    for key, example in (
+        ("batch_size", "data.batch_size=12"),
+        ("val_batches", "data.val_batches=20"),
+    ):
         if key in data:
             _check_positive_int(f"data.{key}", data.get(key), example)
     block = data.get("block_size")
@@ -161,7 +182,9 @@ def _check_checkpoint_filename(cfg: DictConfig) -> None:
     callback = (cfg.get("callbacks") or {}).get("model_checkpoint")
     filename = callback.get("filename") if isinstance(callback, Mapping) else None
     if filename is not None:
-        check_plain_name("callbacks.model_checkpoint.filename", filename, "step{step:06d}", error=ConfigError)
+        check_plain_name(
+            "callbacks.model_checkpoint.filename", filename, "step{step:06d}", error=ConfigError
+        )
 
 
 def _check_trainer(cfg: DictConfig) -> None:
@@ -173,7 +196,9 @@ def _check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.skip_nonfinite={skip!r} must be true or false")
     accumulate = trainer.get("accumulate_grad_batches", 1)
     if not _is_int(accumulate) or accumulate < 1:
-        raise ConfigError(f"trainer.accumulate_grad_batches={accumulate!r} must be a positive integer")
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate!r} must be a positive integer"
+        )
     if "max_steps" in trainer:
         # The training stream is endless, so max_steps is what ends a run (-1, Lightning's "no limit", never would).
         _check_positive_int("trainer.max_steps", trainer.get("max_steps"), "trainer.max_steps=1000")
@@ -185,7 +210,12 @@ def _check_trainer(cfg: DictConfig) -> None:
                 "(the training stream has no epochs), e.g. trainer.val_check_interval=250"
             )
     clip = trainer.get("gradient_clip_val")
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip) or clip < 0):
+    if clip is not None and (
+        isinstance(clip, bool)
+        or not isinstance(clip, (int, float))
+        or not math.isfinite(clip)
+        or clip < 0
+    ):
         raise ConfigError(
             f"trainer.gradient_clip_val={clip!r} must be a number >= 0 (0 or null turns clipping off); "
             "a negative value would reverse every gradient"
@@ -241,7 +271,12 @@ def _check_precision(precision: str, accelerator: str) -> None:
             f"trainer.precision={precision} needs a GPU, and this run uses the CPU; use "
             "trainer.precision=bf16-mixed (or 32-true) on CPU"
         )
-    if accelerator == "cuda" and precision.startswith("bf16") and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+    if (
+        accelerator == "cuda"
+        and precision.startswith("bf16")
+        and torch.cuda.is_available()
+        and not torch.cuda.is_bf16_supported()
+    ):
         raise ConfigError(
             f"trainer.precision={precision}: this GPU ({torch.cuda.get_device_name()}) has no bfloat16 support; "
             "use trainer.precision=16-mixed"
@@ -264,7 +299,9 @@ def _check_devices(devices: Any, accelerator: str) -> None:
             raise ConfigError(f"trainer.devices={devices} must be at least 1 (or auto)")
         return
     if wanted < 1 or max(wanted, highest + 1) > available:
-        fix = "trainer.devices=auto to use what there is" if available else "trainer.accelerator=cpu"
+        fix = (
+            "trainer.devices=auto to use what there is" if available else "trainer.accelerator=cpu"
+        )
         raise ConfigError(
             f"trainer.devices={devices} asks for {max(wanted, highest + 1)} {what}(s) but this machine has "
             f"{available}; use {fix}"
@@ -284,10 +321,14 @@ def _requested_devices(devices: Any) -> tuple[int, int]:
                 return int(parts[0]), -1
             indices = [int(p) for p in parts]
         except ValueError:
-            raise ConfigError(f"trainer.devices={devices!r} must be a count, a list of indices or auto") from None
+            raise ConfigError(
+                f"trainer.devices={devices!r} must be a count, a list of indices or auto"
+            ) from None
         return len(indices), max(indices, default=-1)
     try:
         indices = [int(i) for i in devices]
     except (TypeError, ValueError):
-        raise ConfigError(f"trainer.devices={devices!r} must be a count, a list of indices or auto") from None
+        raise ConfigError(
+            f"trainer.devices={devices!r} must be a count, a list of indices or auto"
+        ) from None
     return len(indices), max(indices, default=-1)

@@ -120,7 +120,11 @@ def owned(folder: Path) -> Iterator[None]:
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -129,14 +133,19 @@ def owned(folder: Path) -> Iterator[None]:
             if holder is None:  # being written this instant, or garbage: look again
                 time.sleep(0.05)
                 holder = _read_lock(path)
-            if holder and (holder.get("host") != me["host"] or _process_alive(int(holder.get("pid", -1)))):
+            if holder and (
+                holder.get("host") != me["host"] or _process_alive(int(holder.get("pid", -1)))
+            ):
                 raise ConfigError(
                     f"the run folder {folder} is in use by pid {holder.get('pid')} on {holder.get('host')} "
                     f"(since {holder.get('started')}); wait for that run, or give this one another folder "
                     f"(if that process is gone, delete {path})"
                 ) from None
             was = f"pid {holder.get('pid')}" if holder else "an unreadable lock"
-            print(f"gptlab: taking over {path} from {was}, which is no longer running", file=sys.stderr)
+            print(
+                f"gptlab: taking over {path} from {was}, which is no longer running",
+                file=sys.stderr,
+            )
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             continue
@@ -180,7 +189,9 @@ def resume_target(resume: str | None, ckpt_path: str | None, output_dir: str | P
     """
     output_dir = Path(output_dir).absolute()
     if resume and ckpt_path not in (None, "", "last"):
-        raise ConfigError("give either resume=<run folder> or ckpt_path=<checkpoint file>, not both")
+        raise ConfigError(
+            "give either resume=<run folder> or ckpt_path=<checkpoint file>, not both"
+        )
     if resume == "auto":
         last = output_dir / CHECKPOINTS / LAST_CHECKPOINT
         return Resume(output_dir, last if _is_checkpoint(last) else None)
@@ -188,15 +199,25 @@ def resume_target(resume: str | None, ckpt_path: str | None, output_dir: str | P
         folder = Path(str(resume)).expanduser().absolute()
         last = folder / CHECKPOINTS / LAST_CHECKPOINT
         if not folder.is_dir():
-            raise ConfigError(f"resume={resume}: there is no such run folder; pass a run folder such as outputs/<date>/<time>")
+            raise ConfigError(
+                f"resume={resume}: there is no such run folder; pass a run folder such as outputs/<date>/<time>"
+            )
         if not _is_checkpoint(last):
-            raise ConfigError(f"resume={resume}: {last} does not exist, so there is nothing to resume; start a new run instead")
+            raise ConfigError(
+                f"resume={resume}: {last} does not exist, so there is nothing to resume; start a new run instead"
+            )
         return Resume(folder, last)
     if ckpt_path in (None, ""):
         return Resume(output_dir, None)
-    path = output_dir / CHECKPOINTS / LAST_CHECKPOINT if ckpt_path == "last" else Path(str(ckpt_path)).expanduser().absolute()
+    path = (
+        output_dir / CHECKPOINTS / LAST_CHECKPOINT
+        if ckpt_path == "last"
+        else Path(str(ckpt_path)).expanduser().absolute()
+    )
     if not _is_checkpoint(path):
-        raise ConfigError(f"ckpt_path={ckpt_path} does not point to a checkpoint file ({path} is missing)")
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} does not point to a checkpoint file ({path} is missing)"
+        )
     return Resume(output_dir, path)
 
 
@@ -207,7 +228,8 @@ def _is_checkpoint(path: Path) -> bool:
 def check_resume_fits(path: Path, saved: dict[str, Any], model_config: dict[str, Any]) -> None:
     """A checkpoint only continues the model it was trained for."""
     differ = sorted(
-        k for k in set(saved) & set(model_config)
+        k
+        for k in set(saved) & set(model_config)
         if k not in RESUME_FREE_MODEL_KEYS and saved[k] != model_config[k]
     )
     if differ:
@@ -242,8 +264,15 @@ class RunFolder:
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS
 
-    def start_launch(self, config: dict[str, Any], tokenizer: Any, overrides: list[str] | None,
-                     world_size: int, device: str, resumed_step: int | None) -> None:
+    def start_launch(
+        self,
+        config: dict[str, Any],
+        tokenizer: Any,
+        overrides: list[str] | None,
+        world_size: int,
+        device: str,
+        resumed_step: int | None,
+    ) -> None:
         """What a launch writes before training, once every check has passed (rank zero only).
 
         The overrides record comes last of all checks on purpose: a refused resume must
@@ -268,10 +297,15 @@ class RunFolder:
         return []
 
     def record_overrides(self, overrides: list[str]) -> None:
-        atomic_write_text(self.path / OVERRIDES, yaml.safe_dump([str(o) for o in overrides], default_flow_style=False))
+        atomic_write_text(
+            self.path / OVERRIDES,
+            yaml.safe_dump([str(o) for o in overrides], default_flow_style=False),
+        )
 
     def write_config(self, config: dict[str, Any]) -> None:
-        atomic_write_text(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        atomic_write_text(
+            self.path / CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+        )
 
     def record_launch(self, world_size: int, device: str) -> dict[str, Any]:
         """Append this launch to ``provenance.json`` (and save the uncommitted diff); return it."""
@@ -320,7 +354,9 @@ class RunFolder:
 # -- provenance ---------------------------------------------------------------------------
 def _git(folder: Path, *args: str) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
@@ -342,7 +378,9 @@ def provenance(world_size: int, device: str) -> dict[str, Any]:
     commit = _git(source, "rev-parse", "HEAD")
     launch: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(getattr(sys, "orig_argv", sys.argv)),  # as typed, before DDP pinning edits argv
+        "command": " ".join(
+            getattr(sys, "orig_argv", sys.argv)
+        ),  # as typed, before DDP pinning edits argv
         "cwd": os.getcwd(),
         "host": socket.gethostname(),
         "device": device,
@@ -356,7 +394,9 @@ def provenance(world_size: int, device: str) -> dict[str, Any]:
         launch["git_dirty"] = bool(status and status.strip())
         if launch["git_dirty"]:
             diff = _git(source, "diff", "HEAD") or ""
-            launch["diff"] = diff if len(diff) <= _DIFF_LIMIT else f"# diff of {len(diff)} characters not kept\n"
+            launch["diff"] = (
+                diff if len(diff) <= _DIFF_LIMIT else f"# diff of {len(diff)} characters not kept\n"
+            )
     return launch
 
 

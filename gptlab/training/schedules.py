@@ -19,7 +19,9 @@ import torch
 
 
 class _Schedule:
-    def __init__(self, warmup_steps: int = 0, total_steps: int = 1, min_lr_ratio: float = 0.0) -> None:
+    def __init__(
+        self, warmup_steps: int = 0, total_steps: int = 1, min_lr_ratio: float = 0.0
+    ) -> None:
         if warmup_steps < 0 or total_steps < 1:
             raise ValueError(
                 f"scheduler needs warmup_steps >= 0 and total_steps >= 1 (got {warmup_steps}, {total_steps})"
@@ -62,7 +64,13 @@ class Constant(_Schedule):
 
 
 class WarmupStableDecay(_Schedule):
-    def __init__(self, warmup_steps: int = 0, total_steps: int = 1, min_lr_ratio: float = 0.0, decay_fraction: float = 0.2) -> None:
+    def __init__(
+        self,
+        warmup_steps: int = 0,
+        total_steps: int = 1,
+        min_lr_ratio: float = 0.0,
+        decay_fraction: float = 0.2,
+    ) -> None:
         super().__init__(warmup_steps, total_steps, min_lr_ratio)
         if not 0.0 < decay_fraction <= 1.0:
             raise ValueError(f"scheduler.decay_fraction={decay_fraction} must be within (0, 1]")

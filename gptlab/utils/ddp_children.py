@@ -24,7 +24,9 @@ def is_child() -> bool:
 
 def is_rank_zero() -> bool:
     """The one process of a (possibly multi-node) run that owns the run folder."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0 and not is_child()
+    return (
+        int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0 and not is_child()
+    )
 
 
 def pin(cfg: DictConfig) -> None:

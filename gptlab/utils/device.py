@@ -27,15 +27,25 @@ def pick_device(name: str | None) -> torch.device:
         return device
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device={name} was asked for but this machine has no usable CUDA GPU; use device=cpu or device=auto")
+            raise ConfigError(
+                f"device={name} was asked for but this machine has no usable CUDA GPU; use device=cpu or device=auto"
+            )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise ConfigError(f"device={name} does not exist: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+            raise ConfigError(
+                f"device={name} does not exist: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+            )
         return device
     if device.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ConfigError(f"device={name} was asked for but this machine has no usable Apple GPU; use device=cpu or device=auto")
+            raise ConfigError(
+                f"device={name} was asked for but this machine has no usable Apple GPU; use device=cpu or device=auto"
+            )
         return device
     if device.type == "meta":
-        raise ConfigError(f"device={name} holds no data, so a model there cannot compute anything; use {CHOICES}")
-    raise ConfigError(f"device={name} is not supported by gptlab's inference commands; use {CHOICES}")
+        raise ConfigError(
+            f"device={name} holds no data, so a model there cannot compute anything; use {CHOICES}"
+        )
+    raise ConfigError(
+        f"device={name} is not supported by gptlab's inference commands; use {CHOICES}"
+    )

@@ -51,7 +51,9 @@ def _write_failure(error: BaseException, path: Path) -> OSError | None:
     """
     if isinstance(error, OSError) and error.errno is not None and error.filename2 is None:
         return OSError(error.errno, error.strerror, str(path))
-    if isinstance(error, RuntimeError) and ("PytorchStreamWriter" in str(error) or "unexpected pos" in str(error)):
+    if isinstance(error, RuntimeError) and (
+        "PytorchStreamWriter" in str(error) or "unexpected pos" in str(error)
+    ):
         try:
             full = shutil.disk_usage(path.parent).free < (1 << 20)
         except OSError:

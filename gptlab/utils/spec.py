@@ -20,7 +20,11 @@ from typing import Any
 
 from gptlab.errors import ConfigError
 
-ALLOWED_TARGETS: list[str] = ["gptlab.training.optim.", "gptlab.training.schedules.", "torch.optim."]
+ALLOWED_TARGETS: list[str] = [
+    "gptlab.training.optim.",
+    "gptlab.training.schedules.",
+    "torch.optim.",
+]
 
 
 def allow_targets(*prefixes: str) -> None:
@@ -67,13 +71,17 @@ def locate(target: str, what: str = "the") -> Any:
         if not callable(obj) or not _allowed(home):
             raise _refuse(target, what)
         return obj
-    raise ConfigError(f"cannot import {what} _target_={target!r}; check the _target_ in your config")
+    raise ConfigError(
+        f"cannot import {what} _target_={target!r}; check the _target_ in your config"
+    )
 
 
 def check_target(spec: Any, what: str) -> None:
     """Refuse ``spec`` unless it is a mapping whose ``_target_`` ``build`` may call (for preflight checks)."""
     if not isinstance(spec, dict) or "_target_" not in spec:
-        raise ConfigError(f"the {what} config has no _target_ naming what to build; pick one from gptlab/conf/{what}")
+        raise ConfigError(
+            f"the {what} config has no _target_ naming what to build; pick one from gptlab/conf/{what}"
+        )
     locate(spec["_target_"], what)
 
 

@@ -20,9 +20,13 @@ def install() -> None:
     # gptlab/conf/hydra/launcher/*.yaml share the launcher plugins' names (hydra/launcher=joblib),
     # so Hydra warns on every job that they are checked against the plugins' schemas.
     warnings.filterwarnings(
-        "ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema", category=UserWarning
+        "ignore",
+        message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema",
+        category=UserWarning,
     )
     # Lightning advises more DataLoader workers whenever a loader has fewer than 2; on a CPU our
     # batches (a gather from a memory-mapped array) are faster without any (data.num_workers=null).
-    warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck")
+    warnings.filterwarnings(
+        "ignore", message=r".*does not have many workers which may be a bottleneck"
+    )
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_WithoutLitLoggerTip())
