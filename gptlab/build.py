@@ -33,7 +33,7 @@ def build_module(cfg: DictConfig, model_config: dict[str, Any], tokenizer: Any) 
         if cfg.get("scheduler")
         else None,
         tokenizer=tokenizer.to_dict(),
-        run_config=OmegaConf.to_container(cfg, resolve=True),
+        run_config=plain(cfg),
         compile=bool(cfg.trainer.get("compile", False)),
     )
 
@@ -98,6 +98,29 @@ def _derive_accumulation(cfg: DictConfig, trainer: Any) -> None:
             f"trainer.accumulate_grad_batches={given}; set only one of them"
         )
     trainer.accumulate_grad_batches = total // micro
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain data (what config.yaml and the checkpoint keep)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def final_metrics(trainer: Any) -> dict[str, float]:
+    """The last value of every scalar metric the run logged."""
+    import torch
+
+    metrics = trainer.callback_metrics.items()
+    return {k: float(v) for k, v in metrics if torch.is_tensor(v) and v.numel() == 1}
+
+
+def describe(cfg: DictConfig, module: Any, tokenizer: Any, trainer: Any, folder: Any) -> str:
+    """The line printed at the start: what is trained, on what, in which batches, and where."""
+    c = module.config
+    return (
+        f"gptlab: {module.model.num_parameters():,} parameters ({c.n_layer} layers, "
+        f"{c.n_head} heads, {c.n_embd} wide, context {c.block_size}); tokenizer {tokenizer.kind} "
+        f"with {tokenizer.vocab_size:,} ids; {batch_line(cfg, trainer)}; run folder {folder}"
+    )
 
 
 def batch_line(cfg: DictConfig, trainer: Any) -> str:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from gptlab import build
 from gptlab.cli import check_output_folder, entry_point
-from gptlab.errors import ConfigError
+from gptlab.compose import compose_run, optimized_value
 from gptlab.training import run as runs
 from gptlab.training.preflight import check_vocab, validate_run_config
 from gptlab.utils import ddp_children, warning_filters
@@ -57,12 +56,11 @@ def _train(
     from gptlab.checkpoint import read_checkpoint
 
     saved = read_checkpoint(checkpoint, mmap=True) if checkpoint and checkpoint.is_file() else None
-    step = int(saved.get("global_step", 0)) if saved else None  # where a resumed run continues
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "high"))
     # Lightning is imported only now: a config mistake above is reported in seconds.
     import lightning as L
 
-    from gptlab.training.guards import OutOfMemory, TrainingGuard, is_out_of_memory
+    from gptlab.training.guards import TrainingGuard, out_of_memory_explained
     from gptlab.training.interrupt import StopOnSignal
     from gptlab.training.loggers import finish_wandb
 
@@ -75,85 +73,22 @@ def _train(
         tokenizer = datamodule.build_tokenizer(hydra.utils.instantiate(cfg.tokenizer))
     datamodule.prepare_data()  # tokenize (cached) before the model: too-small corpora fail fast
     model_config = check_vocab(tokenizer.vocab_size, cfg.model)
-    if saved is not None and checkpoint is not None and step is not None:
-        runs.check_resume_fits(
-            checkpoint, dict(saved["hyper_parameters"]["model_config"]), model_config
-        )
-        runs.check_not_finished(checkpoint, step, int(cfg.trainer.max_steps))
+    if saved is not None and checkpoint is not None:
+        runs.check_resume(checkpoint, saved, model_config, int(cfg.trainer.max_steps))
+    with out_of_memory_explained(cfg, "cpu"):  # the model (and its block_size^2 mask) is built here
+        module = build.build_module(cfg, model_config, tokenizer)
     guard = TrainingGuard(bool(cfg.trainer.get("skip_nonfinite", False)))
     trainer = build.build_trainer(cfg, first_callbacks=[StopOnSignal(), guard])
+    if trainer.is_global_zero:  # every check has passed: record the launch
+        folder.start_launch(build.plain(cfg), tokenizer, overrides, trainer, saved)
+        print(build.describe(cfg, module, tokenizer, trainer, folder.path), flush=True)
     try:
-        module = build.build_module(cfg, model_config, tokenizer)  # the model is allocated here
-        if trainer.is_global_zero:  # every check has passed: record the launch
-            folder.start_launch(
-                OmegaConf.to_container(cfg, resolve=True),
-                tokenizer,
-                overrides,  # type: ignore[arg-type]
-                int(trainer.world_size),
-                str(trainer.strategy.root_device),
-                resumed_step=step,
-            )
-            _announce(cfg, folder, module, tokenizer, trainer)
-        trainer.fit(
-            module,
-            datamodule=datamodule,
-            ckpt_path=str(checkpoint) if checkpoint else None,
-            weights_only=True,
-        )
-    except Exception as e:
-        if is_out_of_memory(e):
-            raise OutOfMemory.explain(cfg, str(trainer.strategy.root_device)) from None
-        raise
+        with out_of_memory_explained(cfg, str(trainer.strategy.root_device)):
+            ckpt_path = str(checkpoint) if checkpoint else None
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:
         finish_wandb()
-    return {
-        k: float(v)
-        for k, v in trainer.callback_metrics.items()
-        if torch.is_tensor(v) and v.numel() == 1
-    }
-
-
-def _announce(
-    cfg: DictConfig, folder: runs.RunFolder, module: Any, tokenizer: Any, trainer: Any
-) -> None:
-    c = module.config
-    print(
-        f"gptlab: {module.model.num_parameters():,} parameters ({c.n_layer} layers, {c.n_head} heads, "
-        f"{c.n_embd} wide, context {c.block_size}); tokenizer {tokenizer.kind} with {tokenizer.vocab_size:,} ids; "
-        f"{build.batch_line(cfg, trainer)}; run folder {folder.path}",
-        flush=True,
-    )
-
-
-def optimized_value(
-    metrics: dict[str, float], name: str | None, required: bool = True
-) -> float | None:
-    """The metric a sweeper optimises; a clear error when the run never logged it."""
-    if not name:
-        return None
-    if name not in metrics:
-        if not required:
-            return None
-        raise ConfigError(
-            f"optimized_metric={name!r} was never logged; logged metrics are {sorted(metrics)}"
-        )
-    return metrics[name]
-
-
-def compose_run(cfg: DictConfig, given: list[str]) -> tuple[DictConfig, list[str]]:
-    """The config to run and the overrides that compose it.
-
-    ``resume=<run folder>`` composes the config again from that run's recorded overrides
-    followed by today's, so ``python -m gptlab.train resume=<folder>`` needs nothing else
-    and ``resume=<folder> trainer.max_steps=5000`` extends a run.
-    """
-    resume = cfg.get("resume")
-    if not resume or resume == "auto":
-        return cfg, given
-    folder = Path(str(resume)).expanduser().absolute()
-    today = [o for o in given if runs.override_key(o) != "resume"]
-    overrides = runs.merge_overrides(runs.RunFolder(folder).recorded_overrides(), today)
-    return hydra.compose(config_name="train", overrides=[*overrides, f"resume={folder}"]), overrides
+    return build.final_metrics(trainer)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -165,9 +100,8 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     cfg, overrides = compose_run(cfg, [str(o) for o in hydra_cfg.overrides.task])
     metrics = train(cfg, overrides)
-    return optimized_value(
-        metrics, cfg.get("optimized_metric"), required=hydra_cfg.mode == RunMode.MULTIRUN
-    )
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    return optimized_value(metrics, cfg.get("optimized_metric"), required=sweeping)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,12 @@ scaler already skips those steps, so only the learning-rate check runs there.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -64,6 +67,17 @@ _CPU_OOM_MESSAGES = (
     "DefaultCPUAllocator: can't allocate memory",
     "DefaultCPUAllocator: not enough memory",
 )
+
+
+@contextlib.contextmanager
+def out_of_memory_explained(cfg: Any, device: str) -> Iterator[None]:
+    """Turn running out of memory inside the block into ``OutOfMemory`` naming what to change."""
+    try:
+        yield
+    except Exception as e:
+        if is_out_of_memory(e):
+            raise OutOfMemory.explain(cfg, device) from None
+        raise
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -225,6 +225,14 @@ def _is_checkpoint(path: Path) -> bool:
     return path.is_file() or (path / SHARDED_META).is_file()
 
 
+def check_resume(
+    path: Path, saved: dict[str, Any], model_config: dict[str, Any], max_steps: int
+) -> None:
+    """Refuse a resume whose checkpoint does not fit the model asked for, or that would train nothing."""
+    check_resume_fits(path, dict(saved["hyper_parameters"]["model_config"]), model_config)
+    check_not_finished(path, int(saved.get("global_step", 0)), max_steps)
+
+
 def check_resume_fits(path: Path, saved: dict[str, Any], model_config: dict[str, Any]) -> None:
     """A checkpoint only continues the model it was trained for."""
     differ = sorted(
@@ -269,14 +277,14 @@ class RunFolder:
         config: dict[str, Any],
         tokenizer: Any,
         overrides: list[str] | None,
-        world_size: int,
-        device: str,
-        resumed_step: int | None,
+        trainer: Any,
+        resumed_from: dict[str, Any] | None,
     ) -> None:
         """What a launch writes before training, once every check has passed (rank zero only).
 
-        The overrides record comes last of all checks on purpose: a refused resume must
-        not change what the next ``resume=`` composes.
+        The overrides record comes after all checks on purpose: a refused resume must
+        not change what the next ``resume=`` composes. A resumed run's ``metrics.csv``
+        loses the rows after its checkpoint, whose steps are redone.
         """
         self.path.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(self.checkpoints)  # left by a run killed mid-write
@@ -284,9 +292,9 @@ class RunFolder:
             self.record_overrides(overrides)
         self.write_config(config)
         tokenizer.save(self.path / TOKENIZER)
-        self.record_launch(world_size, device)
-        if resumed_step is not None:
-            self.cut_metrics(resumed_step)  # the steps after the checkpoint are redone
+        self.record_launch(int(trainer.world_size), str(trainer.strategy.root_device))
+        if resumed_from is not None:
+            self.cut_metrics(int(resumed_from.get("global_step", 0)))
 
     def recorded_overrides(self) -> list[str]:
         """The overrides the run was composed with, without those that only say where it went."""
