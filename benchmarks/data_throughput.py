@@ -24,13 +24,9 @@ What the data path does, checked in the code and by this script:
 * a worker process shares the mapping (fork) or reopens it by file name (spawn,
   forkserver): the dataset pickles to a few hundred bytes (``pickled``), not the corpus.
 
-Measured on the 2-core AMD EPYC CPU (no GPU, torch 2.13): in the training process the loader
-serves 4,000-7,600 batches/s (3.2M tokens/s at 12 x 64, 7.8M at 4 x 256, 89M at 16 x 1024),
-330x the shakespeare_char step's 9,800 tokens/s and 248x the 359k tokens/s of gpt124m's
-compiled bf16 step on an H200. Two workers take 0.09-0.13 s to start and then deliver only
-750-800 batches/s here, because every batch crosses a process boundary through shared
-memory, which costs the training process more than making the batch itself; hence
-``data.num_workers=null`` means 0 workers on a CPU.
+The measured tables are in benchmarks/RESULTS.md ("Data path and activation memory"). On a CPU, worker processes
+deliver fewer batches than the training process makes itself, because every batch crosses a
+process boundary through shared memory; hence ``data.num_workers=null`` means 0 workers there.
 
 Cases: ``shakespeare_char`` is nanoGPT's CPU recipe (batch 12 x 64, character tokenizer);
 ``gpt2`` is GPT-2's tokenizer and gpt124m at a CPU-sized batch (4 x 256); ``gpt2_gpu`` the

@@ -30,12 +30,9 @@ The ratios are each variant's ``fwd+bwd MB`` and ``ms/step`` over the first vari
 ``ms/step`` is timed in the same process as the memory (the fixed mmap threshold made
 gpt124m's CPU step ~5% slower here); compare speeds with ``train_throughput.py``.
 
-Measured on the 2-core AMD EPYC CPU (fp32, torch 2.13): gpt124m at 4 x 256, checkpointing
-keeps 386 MB for backward instead of 1,251 MB, the forward + backward peak above the
-weights and AdamW state falls from 1,172 to 631 MB (0.54x; peak RSS 3,056 -> 2,519 MB),
-for 1.13-1.26x the step time. At this batch the gradients (472 MB) are most of what is
-left; activations grow with batch x block while gradients do not, so the saving grows
-with the batch.
+The measured table is in benchmarks/RESULTS.md ("Data path and activation memory"). At a small
+batch the gradients are most of what is left; activations grow with batch x block while
+gradients do not, so the saving grows with the batch.
 """
 
 from __future__ import annotations

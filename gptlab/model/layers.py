@@ -79,9 +79,9 @@ class ExactGeluMLP(GeluMLP):
     """GELU computed exactly with erf, as nanoGPT's ``nn.GELU()`` (and BERT) do.
 
     The two GELUs differ by at most ~1e-3, so either trains as well, but torch's erf
-    kernel can be much faster on a CPU: 0.37 against 0.85 ms forward for a 768 x 512
-    activation on two AMD EPYC cores, ~10% of a shakespeare_char training step. Keep
-    ``gelu`` for GPT-2's weights, which were trained with the tanh form.
+    kernel can be much faster on a CPU (benchmarks/RESULTS.md, "Training step,
+    shakespeare_char recipe, exact GELU"). Keep ``gelu`` for GPT-2's weights, which were
+    trained with the tanh form.
     """
 
     def act(self, h: torch.Tensor) -> torch.Tensor:

@@ -3,11 +3,10 @@
 bfloat16 pays only where the hardware multiplies it: GPUs from Ampere on, and CPUs
 whose oneDNN kernels handle bf16 (x86 with AVX-512 or AMX, Arm with its bf16
 extension). On other CPUs (AVX2-only x86, such as many AMD EPYC and desktop parts)
-every bf16 matmul takes a slow fallback path: on a 2-core AMD EPYC the shakespeare_char
-step went from 71 ms in float32 to 1,010 ms under ``bf16-mixed``, 14x slower, with the
-matmuls 94% of the time (``python benchmarks/profile_step.py --precision bf16-mixed``).
-Someone who writes ``trainer.precision=bf16-mixed`` to go faster should learn that in one
-sentence at the start, not after a run that takes fourteen times as long.
+every bf16 matmul takes a slow fallback path, many times slower than float32 (measured
+in benchmarks/RESULTS.md, "Goal 2"; ``python benchmarks/profile_step.py --precision
+bf16-mixed``). Someone who writes ``trainer.precision=bf16-mixed`` to go faster should
+learn that in one sentence at the start, not after a run that takes many times as long.
 """
 
 from __future__ import annotations
