@@ -4,10 +4,15 @@
 followed by today's, so ``python -m gptlab.train resume=<folder>`` needs nothing else and
 ``resume=<folder> trainer.max_steps=5000`` extends a run. ``resume=auto`` and new runs
 use the command line as it is.
+
+A run folder is data, perhaps someone else's: its ``overrides.yaml`` may name objects to
+build (``_target_``) only from gptlab, Lightning and torch. Anything else must come from
+today's command line, where the user typed it.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import hydra
@@ -25,7 +30,26 @@ def compose_run(cfg: DictConfig, given: list[str]) -> tuple[DictConfig, list[str
     folder = Path(str(resume)).expanduser().absolute()
     today = [o for o in given if runs.override_key(o) != "resume"]
     overrides = runs.merge_overrides(runs.RunFolder(folder).recorded_overrides(), today)
+    for override in overrides:
+        if override not in today:
+            _check_recorded_targets(folder, override)
     return hydra.compose(config_name="train", overrides=[*overrides, f"resume={folder}"]), overrides
+
+
+# What a recorded override may build; the optimizer and scheduler are narrowed further by
+# gptlab.utils.spec when the module builds them.
+RECORDED_TARGET_PREFIXES = ("gptlab.", "lightning.", "torch.")
+_TARGET = re.compile(r"_target_['\"]?\s*[:=]\s*['\"]?([^'\",}\s]+)")
+
+
+def _check_recorded_targets(folder: Path, override: str) -> None:
+    for target in _TARGET.findall(override):
+        if not target.startswith(RECORDED_TARGET_PREFIXES):
+            raise ConfigError(
+                f"{folder / runs.OVERRIDES} asks to build {target}, which a resume does not build from "
+                "a run folder's files (only gptlab, lightning and torch objects); if you trust it, "
+                "give that override on the command line yourself"
+            )
 
 
 def optimized_value(

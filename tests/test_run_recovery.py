@@ -326,3 +326,19 @@ def test_a_read_only_run_folder_is_one_sentence_before_any_work(tmp_path):
                 -3000:
             ]
             assert f"cannot write the run folder {where}" in log, log[-3000:]
+
+
+def test_a_run_folders_overrides_cannot_make_a_resume_call_an_arbitrary_function(tmp_path):
+    """overrides.yaml is data a resume reads; a crafted one must not reach os.system."""
+    import yaml
+
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    code, log = finish(cli([*EXACT, "trainer.max_steps=2", f"hydra.run.dir={run}"]))
+    assert code == 0, log[-3000:]
+    recorded = yaml.safe_load((run / "overrides.yaml").read_text())
+    for evil in (f"+callbacks.evil={{_target_: os.system, command: 'touch {marker}'}}",
+                 f"+callbacks.evil={{'_target_': 'subprocess.run', args: [touch, '{marker}']}}"):
+        (run / "overrides.yaml").write_text(yaml.safe_dump([*recorded, evil]))
+        code, log = finish(cli([f"resume={run}", "trainer.max_steps=4"]))
+        assert code == 1 and "a resume does not build from a run folder's files" in log, log[-3000:]
+        assert "Traceback" not in log and not marker.exists()
