@@ -21,7 +21,8 @@ import lightning as L
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY_OVERRIDES
+from tests.conftest import TINY_OVERRIDES
+from tests.test_resume import cli, finish  # one way to start and finish a training subprocess
 
 pytestmark = pytest.mark.slow
 
@@ -71,32 +72,6 @@ def hold(hook: str, step: int) -> str:
     return (
         f"+callbacks.hold={{_target_: tests.test_run_recovery.HoldAt, hook: {hook}, step: {step}}}"
     )
-
-
-def cli(args: list[str]) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "PYTHONWARNINGS": "ignore",
-        "PYTHONPATH": str(REPO),
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "gptlab.train", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    return proc.returncode, out + err
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -336,8 +311,10 @@ def test_a_run_folders_overrides_cannot_make_a_resume_call_an_arbitrary_function
     code, log = finish(cli([*EXACT, "trainer.max_steps=2", f"hydra.run.dir={run}"]))
     assert code == 0, log[-3000:]
     recorded = yaml.safe_load((run / "overrides.yaml").read_text())
-    for evil in (f"+callbacks.evil={{_target_: os.system, command: 'touch {marker}'}}",
-                 f"+callbacks.evil={{'_target_': 'subprocess.run', args: [touch, '{marker}']}}"):
+    for evil in (
+        f"+callbacks.evil={{_target_: os.system, command: 'touch {marker}'}}",
+        f"+callbacks.evil={{'_target_': 'subprocess.run', args: [touch, '{marker}']}}",
+    ):
         (run / "overrides.yaml").write_text(yaml.safe_dump([*recorded, evil]))
         code, log = finish(cli([f"resume={run}", "trainer.max_steps=4"]))
         assert code == 1 and "a resume does not build from a run folder's files" in log, log[-3000:]
