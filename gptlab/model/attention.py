@@ -49,6 +49,8 @@ class SelfAttention(nn.Module):
     at once, plus the options. Input ``(B, T, n_embd)``, output ``(B, T, head_size)``.
     """
 
+    tril: torch.Tensor  # buffer registered in ``__init__``
+
     def __init__(self, n_embd: int, head_size: int, block_size: int, dropout: float = 0.0):
         super().__init__()
         self.query = nn.Linear(n_embd, head_size, bias=False)
@@ -157,8 +159,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         if config.attention.qk_norm:
-            self.q_norm = make_norm(config, self.head_size)
-            self.k_norm = make_norm(config, self.head_size)
+            self.q_norm: nn.Module | None = make_norm(config, self.head_size)
+            self.k_norm: nn.Module | None = make_norm(config, self.head_size)
         else:
             self.q_norm = self.k_norm = None
 
@@ -177,7 +179,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, H_kv, D).transpose(1, 2)  # (B, H_kv, T, D)
         v = v.view(B, T, H_kv, D).transpose(1, 2)
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.k_norm is not None:  # both or neither
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,11 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """A decoder-only transformer language model built from a ``GPTConfig``."""
 
+    # Buffers registered in ``__init__``, declared so type checkers see Tensors.
+    allowed: torch.Tensor
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         config.validate()
@@ -75,7 +80,7 @@ class GPT(nn.Module):
         if config.tie_embeddings:
             # One matrix both reads tokens in and scores them out (GPT-2, Press & Wolf
             # 2017): fewer parameters, and rare tokens learn from both ends.
-            self.lm_head.weight = self.transformer.wte.weight
+            self.lm_head.weight = self._wte.weight
 
         # Masks and rotary tables are buffers computed once (see ``init_buffers``); they
         # are not saved in checkpoints because they follow from the config.
@@ -96,6 +101,11 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @property
+    def _wte(self) -> nn.Embedding:
+        """The token embedding, typed (``nn.Module.__getattr__`` returns ``Tensor | Module``)."""
+        return cast(nn.Embedding, self.transformer.wte)
 
     @torch.no_grad()
     def init_buffers(self) -> None:
@@ -162,21 +172,21 @@ class GPT(nn.Module):
                 )
             kv_cache.check_room(T)
 
-        x = self.transformer.wte(idx)
+        x = self._wte(idx)
         rope = None
         if cfg.position == "learned":
-            wpe = self.transformer.wpe
+            wpe = cast(nn.Embedding, self.transformer.wpe)
             x = x + (wpe.weight[start:end] if position_ids is None else wpe(position_ids))
         elif cfg.position == "rope":
             if position_ids is None:
                 rope = (self.rope_cos[start:end], self.rope_sin[start:end])
             else:  # per-sequence positions: (B, 1, T, D/2) broadcasts over heads
                 rope = (self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None])
-        x = self.transformer.drop(x)
+        x = self.transformer["drop"](x)
 
         mask, is_causal = self._attention_mask(B, T, start, attention_mask)
         ckpt = cfg.activation_checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.transformer.h:
+        for block in cast(nn.ModuleList, self.transformer.h):
             if ckpt:  # recompute this block's activations in backward instead of storing them
                 x = checkpoint(block, x, rope, mask, is_causal, None, use_reentrant=False)
             else:
@@ -184,7 +194,7 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(T)
 
-        x = self.transformer.ln_f(x)
+        x = self.transformer["ln_f"](x)
         if last_only:
             x = x[:, -1:, :]
         # Score only the real vocabulary rows: the padding rows can never be predicted or
@@ -242,7 +252,7 @@ class GPT(nn.Module):
                 f"KV cache max_len={max_len} must be between 1 and model.block_size="
                 f"{cfg.block_size}"
             )
-        w = self.transformer.wte.weight
+        w = self._wte.weight
         return KVCache(
             cfg.n_layer,
             batch_size,
@@ -278,7 +288,7 @@ class GPT(nn.Module):
                 )
             module.weight = converted[id(weight)]
         if self.config.tie_embeddings:
-            self.transformer.wte.weight = self.lm_head.weight
+            self._wte.weight = self.lm_head.weight
         return self
 
     def num_parameters(self, exclude_position_embeddings: bool = False) -> int:
@@ -292,7 +302,7 @@ class GPT(nn.Module):
         padding = (cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd
         n -= padding * (1 if cfg.tie_embeddings else 2)
         if exclude_position_embeddings and "wpe" in self.transformer:
-            n -= self.transformer.wpe.weight.numel()
+            n -= cast(nn.Embedding, self.transformer.wpe).weight.numel()
         return n
 
     def flops_per_token(self, seq_len: int) -> float:

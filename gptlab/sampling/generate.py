@@ -184,14 +184,15 @@ def generate(
         eot_id = getattr(tokenizer, "eot_id", None)
     if sampler.stop and tokenizer is None:
         raise ValueError("sampler.stop strings need a tokenizer: pass tokenizer= to generate()")
-    block_size = int(model.config.block_size)
+    config: Any = model.config  # a GPTConfig, or any config with these two fields
+    block_size = int(config.block_size)
     keep = block_size // 2 if window_keep is None else int(window_keep)
     if not 1 <= keep <= block_size:
         raise ValueError(
             f"window_keep must be in [1, block_size = {block_size}], got {window_keep}"
         )
     rows = _prepare_prompts(
-        prompt_ids, block_size, int(model.config.vocab_size), start_token_id(tokenizer, eot_id)
+        prompt_ids, block_size, int(config.vocab_size), start_token_id(tokenizer, eot_id)
     )
     device = next(model.parameters()).device
     if generator is None and sampler.seed is not None:
@@ -298,7 +299,7 @@ class _DecodeLoop:
         self.tokenizer = tokenizer
         self.generator, self.device = generator, device
         self.stop_tail = 4 * max((len(s) for s in sampler.stop), default=0) + 4
-        self.counts = None
+        self.counts: torch.Tensor | None = None
         if sampler.uses_penalties:
             self.counts = torch.zeros(len(rows), int(model.config.vocab_size), device=device)
         self.cache = None
@@ -347,15 +348,17 @@ class _DecodeLoop:
 
     def _count(self, new: list[int]) -> None:
         """Update the penalty counts over the generated window."""
+        counts = self.counts
+        assert counts is not None  # called only when the sampler uses penalties
         idx = torch.tensor(new, device=self.device).unsqueeze(-1)
-        self.counts.scatter_add_(-1, idx, torch.ones_like(idx, dtype=self.counts.dtype))
+        counts.scatter_add_(-1, idx, torch.ones_like(idx, dtype=counts.dtype))
         w = self.sampler.penalty_window
         if w is None:
             return
         for i, toks in enumerate(self.tokens):
             gen = len(toks) - self.n_prompt[i]
             if gen > w:  # the token that just left the window
-                self.counts[i, toks[-w - 1]] -= 1
+                counts[i, toks[-w - 1]] -= 1
 
     def _hit_stop(self, i: int) -> bool:
         generated = self.tokens[i][self.n_prompt[i] :]
@@ -375,6 +378,7 @@ class _DecodeLoop:
         if self.mask is None:  # no padding: the model's default positions are right
             logits = self._forward(ids, kv_cache=self.cache, last_only=True)
         else:
+            assert self.next_pos is not None  # _prefill sets it together with the mask
             self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.tokens), 1)], dim=1)
             logits = self._forward(
                 ids,

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -103,5 +103,5 @@ def generate_text(
     in the prompt raise the tokenizer's ``TokenizerError``.
     """
     ids = encode_prompt(tokenizer, prompt)
-    new = generate(model, [ids], sampler, tokenizer=tokenizer)
+    new = cast(list[list[int]], generate(model, [ids], sampler, tokenizer=tokenizer))
     return completion_text(tokenizer, new[0], sampler.stop)
