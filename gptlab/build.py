@@ -28,10 +28,8 @@ def build_module(cfg: DictConfig, model_config: dict[str, Any], tokenizer: Any) 
 
     return GPTLightningModule(
         model_config=model_config,
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True)
-        if cfg.get("scheduler")
-        else None,
+        optimizer=_plain_group(cfg.optimizer),
+        scheduler=_plain_group(cfg.scheduler) if cfg.get("scheduler") else None,
         tokenizer=tokenizer.to_dict(),
         run_config=plain(cfg),
         compile=bool(cfg.trainer.get("compile", False)),
@@ -98,6 +96,10 @@ def _derive_accumulation(cfg: DictConfig, trainer: Any) -> None:
             f"trainer.accumulate_grad_batches={given}; set only one of them"
         )
     trainer.accumulate_grad_batches = total // micro
+
+
+def _plain_group(group: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(group, resolve=True)  # type: ignore[return-value]
 
 
 def plain(cfg: DictConfig) -> dict[str, Any]:

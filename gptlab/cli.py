@@ -94,7 +94,7 @@ def user_message(error: BaseException) -> str | None:
     if isinstance(error, OSError) and error.errno is not None:
         return _os_message(error)
     if type(error).__name__ == "MissingMandatoryValue" and getattr(error, "full_key", None):
-        key = error.full_key
+        key = error.full_key  # type: ignore[attr-defined]  # omegaconf's errors carry it
         return f"{key} is required; give it on the command line, e.g. {key}=<value>"
     if _is_safetensors_error(error):
         return f"a .safetensors file is not readable ({str(error).splitlines()[0]}); it may be truncated or corrupt"
@@ -106,7 +106,7 @@ def user_message(error: BaseException) -> str | None:
 def _os_message(error: OSError) -> str:
     where = _written_file(error.filename) if error.filename is not None else None
     problem, fix = _OS_ERRORS.get(
-        error.errno, (f"failed: {error.strerror or error}", "check the path and the disk")
+        error.errno or 0, (f"failed: {error.strerror or error}", "check the path and the disk")
     )
     if where is None:
         return f"a file {problem} ({error.strerror}); {fix}"
@@ -119,7 +119,7 @@ def _written_file(name: Any) -> str:
     """The file the user named, for the temporary file an atomic write makes beside it."""
     path = Path(os.fsdecode(name)) if isinstance(name, (str, bytes, os.PathLike)) else None
     found = re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]+\.tmp", path.name) if path is not None else None
-    return str(path.with_name(found.group(1))) if found else str(name)
+    return str(path.with_name(found.group(1))) if found and path is not None else str(name)
 
 
 def _is_safetensors_error(error: BaseException) -> bool:

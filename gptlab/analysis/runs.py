@@ -199,7 +199,9 @@ def _read_yaml(path: Path) -> Any:
 def read_run(path: Path, name: str | None = None) -> Run:
     """Everything a comparison needs from one run folder (missing files are simply absent)."""
     config = _read_yaml(path / CONFIG) or {}
-    overrides = next((o for f in OVERRIDE_FILES if (o := _read_yaml(path / f)) is not None), [])
+    overrides: Any = next(
+        (o for f in OVERRIDE_FILES if (o := _read_yaml(path / f)) is not None), []
+    )
     summary: dict[str, Any] = {}
     if (path / SUMMARY).is_file():
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import torch
@@ -123,7 +124,7 @@ class RunSummary(L.Callback):
         block = getattr(getattr(pl_module, "config", None), "block_size", None)
         if block and hasattr(model, "flops_per_token"):
             self.flops_per_token = float(model.flops_per_token(block))
-        info = {"model/params": self.params}
+        info: dict[str, float] = {"model/params": self.params}
         if self.flops_per_token:
             info["model/flops_per_token"] = self.flops_per_token
         for logger in trainer.loggers:
@@ -215,7 +216,9 @@ class SampleText(L.Callback):
         sampler = self.sampler if self.sampler is not None else SamplerConfig()
         was_training = pl_module.training
         pl_module.eval()
-        text = generate_text(pl_module.model, tokenizer, self.prompt, sampler)
+        text = generate_text(
+            cast(torch.nn.Module, pl_module.model), tokenizer, self.prompt, sampler
+        )
         if was_training:
             pl_module.train()
         _print_above_bar(f"\n--- sample (prompt {self.prompt!r}) ---\n{self.prompt}{text}\n---")

@@ -171,12 +171,12 @@ class CheckpointSchedule(L.Callback):
         self.saved[name] = self._score_of(self._saved_step)
         io = trainer.strategy.checkpoint_io
         held = io.take_held() if isinstance(io, AtomicCheckpointIO) else None
-        if held is not None:
+        if held is not None and isinstance(io, AtomicCheckpointIO):
             checkpoint, path = held
             # The callbacks' states as of now: after every callback has seen the step (this one's
             # with the step's score), as a checkpoint taken after the step's last hook would hold.
             states = checkpoint.setdefault("callbacks", {})
-            for callback in trainer.callbacks:
+            for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set by a connector
                 state = callback.state_dict()
                 if state:
                     states[callback.state_key] = state
@@ -220,7 +220,8 @@ class CheckpointSchedule(L.Callback):
 
 def schedule_of(trainer: L.Trainer) -> CheckpointSchedule | None:
     """The run's checkpoint schedule, if it has one (``~callbacks.model_checkpoint`` removes it)."""
-    return next((c for c in trainer.callbacks if isinstance(c, CheckpointSchedule)), None)
+    callbacks = trainer.callbacks  # type: ignore[attr-defined]  # Lightning sets it in a connector
+    return next((c for c in callbacks if isinstance(c, CheckpointSchedule)), None)
 
 
 def _remove(path: Path) -> None:

@@ -132,7 +132,7 @@ class GPTLightningModule(L.LightningModule):
         if trainer is None:
             return True
         step = trainer.global_step + 1  # the step being taken (global_step counts finished ones)
-        every = trainer.log_every_n_steps
+        every = trainer.log_every_n_steps  # type: ignore[attr-defined]  # set by a connector
         return (every > 0 and step % every == 0) or step == trainer.max_steps
 
     def _attached_trainer(self) -> L.Trainer | None:
@@ -229,10 +229,10 @@ class GPTLightningModule(L.LightningModule):
                 self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
-        optimizer = build(dict(self.hparams.optimizer), self.model)
-        if not self.hparams.scheduler:
+        optimizer = build(dict(self.hparams["optimizer"]), self.model)
+        if not self.hparams["scheduler"]:
             return optimizer
         return {
             "optimizer": optimizer,
-            "lr_scheduler": build(dict(self.hparams.scheduler), optimizer),
+            "lr_scheduler": build(dict(self.hparams["scheduler"]), optimizer),
         }

@@ -30,5 +30,5 @@ def tensors_sha256(tensors: Mapping[str, Any]) -> str:
         # Raw bytes whatever the dtype (numpy has no bfloat16): view the data as uint8.
         raw = tensor.contiguous().reshape(-1).view(torch.uint8)
         if raw.numel():
-            digest.update(memoryview(raw.numpy()))
+            digest.update(memoryview(raw.numpy()))  # type: ignore[arg-type]  # numpy arrays are buffers
     return digest.hexdigest()

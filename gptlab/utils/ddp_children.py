@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -39,7 +40,7 @@ def pin(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
+        hydra_cfg: Any = HydraConfig.get()  # a DictConfig at run time, typed as its schema
         sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
         OmegaConf.set_readonly(hydra_cfg, False)
         with open_dict(hydra_cfg):
