@@ -139,7 +139,7 @@ def test_a_second_process_on_a_run_folder_is_refused_while_the_first_lives(tmp_p
         assert code == 1 and f"in use by pid {first.pid}" in log and "Traceback" not in log, log[
             -3000:
         ]
-        code, log = finish(cli([f"resume={run}"]))
+        code, log = finish(cli([f"resume={run}", "++callbacks.hold=null"]))
         assert code == 1 and f"in use by pid {first.pid}" in log, log[-3000:]
     finally:
         first.kill()
