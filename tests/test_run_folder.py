@@ -267,3 +267,18 @@ def test_trainer_compile_is_the_switch_and_old_checkpoints_with_model_compile_st
     data.pop("gptlab_checksum", None)
     torch.save(data, tmp_path / "old.ckpt")
     assert load_model(tmp_path / "old.ckpt").model_config.n_layer == 2
+
+
+def test_checkpoints_carry_a_checksum_and_a_damaged_one_is_refused_on_resume(tmp_path):
+    from gptlab.checkpoint import CheckpointError
+
+    run = tmp_path / "run"
+    train(compose_train([*QUIET, "trainer.max_steps=2"], run))
+    path = run / "checkpoints" / "last.ckpt"
+    data = torch.load(path, weights_only=True)
+    assert isinstance(data.get("gptlab_checksum"), str)
+    name = next(k for k in data["state_dict"] if k.endswith("c_fc.weight"))
+    data["state_dict"][name].view(-1)[0] += 1.0  # one changed weight, the checksum kept
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match="damaged"):
+        train(compose_train([*QUIET, "trainer.max_steps=4", f"resume={run}"], run))

@@ -55,9 +55,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.write(checkpoint, path)
 
     def write(self, checkpoint: dict[str, Any], path: Any) -> None:
-        add_checksum = getattr(checkpoint_files, "add_checksum", None)
-        if add_checksum is not None:
-            add_checksum(checkpoint)
+        checkpoint_files.add_checksum(checkpoint)  # verified whenever the file is loaded
         atomic_save(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(

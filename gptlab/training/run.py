@@ -265,9 +265,6 @@ class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).absolute()
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
     @property
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS
