@@ -28,8 +28,8 @@ def build_module(cfg: DictConfig, model_config: dict[str, Any], tokenizer: Any) 
 
     return GPTLightningModule(
         model_config=model_config,
-        optimizer=_plain_group(cfg.optimizer),
-        scheduler=_plain_group(cfg.scheduler) if cfg.get("scheduler") else None,
+        optimizer=plain(cfg.optimizer),
+        scheduler=plain(cfg.scheduler) if cfg.get("scheduler") else None,
         tokenizer=tokenizer.to_dict(),
         run_config=plain(cfg),
         compile=bool(cfg.trainer.get("compile", False)),
@@ -98,12 +98,8 @@ def _derive_accumulation(cfg: DictConfig, trainer: Any) -> None:
     trainer.accumulate_grad_batches = total // micro
 
 
-def _plain_group(group: Any) -> dict[str, Any]:
-    return OmegaConf.to_container(group, resolve=True)  # type: ignore[return-value]
-
-
-def plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain data (what config.yaml and the checkpoint keep)."""
+def plain(cfg: Any) -> dict[str, Any]:
+    """A resolved config (or one group of it) as plain data: what config.yaml and the checkpoint keep."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
