@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import math
 import os
 from pathlib import Path
@@ -29,7 +30,7 @@ import yaml
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from gptlab.training.run import HPARAMS, METRICS, csv_text
+from gptlab.training.run import HPARAMS, METRICS
 from gptlab.utils.io import atomic_write_text
 
 
@@ -138,6 +139,13 @@ class MetricsCSV(Logger):
             old = list(csv.DictReader(f))
         text = csv_text([columns, *[[row.get(c) or "" for c in columns] for row in old]])
         atomic_write_text(self.path, text)
+
+
+def csv_text(rows: list[list[Any]]) -> str:
+    """Rows as CSV text, one ``\n`` per row."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
 
 
 def _cell(value: float | None) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import os
 import socket
@@ -415,10 +414,3 @@ def read_commit(folder: str | Path) -> str | None:
         return None
     last = launches[-1]
     return str(last["git_commit"])[:12] + ("+" if last.get("git_dirty") else "")
-
-
-def csv_text(rows: list[list[Any]]) -> str:
-    """Rows as CSV text (the writer of ``metrics.csv`` and the cut above agree on quoting)."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
