@@ -1,0 +1,125 @@
+"""Encode batches of documents on every core, in order, with a bounded number in flight.
+
+``ParallelEncoder.map`` takes an iterator of batches (lists of texts) and yields, for
+each batch in the same order, its ids and UTF-8 byte counts. At most ``2 x workers``
+batches are submitted ahead of the one being consumed, so memory stays bounded
+however long the corpus is (``multiprocessing.Pool.imap`` would read its whole input
+ahead). Three ways to run:
+
+- ``threads``: a thread pool calling the tokenizer; fast when the tokenizer's encoder
+  releases the GIL (tiktoken's Rust core does: the GPT-2 and BPE tokenizers).
+- ``processes``: worker processes (spawned, so nothing of the parent's threads or
+  CUDA state is inherited), each rebuilding the tokenizer from ``to_dict()``; needed
+  for encoders written in Python (the character tokenizer).
+- ``inline``: no pool, for one CPU or small inputs.
+
+The number of workers comes from the CPU affinity mask (what a job scheduler gave
+this process), not ``os.cpu_count()`` (every core of the machine).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from gptlab.tokenizer import Tokenizer, tokenizer_from_dict
+
+Encoded = list[tuple[np.ndarray, int]]  # per text: its ids (uint32) and its UTF-8 byte count
+MODES = ("auto", "threads", "processes", "inline")
+_GIL_FREE_KINDS = {"gpt2", "bpe"}  # tokenizers whose encoder runs in tiktoken's Rust core
+
+
+def cpus_available() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> Encoded:
+    return [
+        (
+            np.asarray(tokenizer.encode(t), dtype=np.uint32),
+            len(t.encode("utf-8", errors="surrogatepass")),
+        )
+        for t in texts
+    ]
+
+
+_worker_tokenizer: Tokenizer | None = None
+
+
+def _start_worker(data: dict[str, Any]) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer_from_dict(data)
+
+
+def _encode_in_worker(texts: list[str]) -> Encoded:
+    assert _worker_tokenizer is not None
+    return encode_texts(_worker_tokenizer, texts)
+
+
+def choose_mode(tokenizer: Tokenizer, mode: str, workers: int) -> str:
+    """``auto``: threads for tiktoken-backed tokenizers, processes for the others, inline on one CPU."""
+    if mode not in MODES:
+        raise ValueError(f"encoding mode {mode!r}; use one of {', '.join(MODES)}")
+    if workers <= 1:
+        return "inline"
+    if mode != "auto":
+        return mode
+    return "threads" if tokenizer.kind in _GIL_FREE_KINDS else "processes"
+
+
+class ParallelEncoder:
+    """``with ParallelEncoder(tok) as enc: for encoded in enc.map(batches): ...``"""
+
+    def __init__(self, tokenizer: Tokenizer, workers: int | None = None, mode: str = "auto"):
+        self.tokenizer = tokenizer
+        self.workers = max(1, workers if workers is not None else cpus_available())
+        self.mode = choose_mode(tokenizer, mode, self.workers)
+        self._pool: Executor | None = None
+        if self.mode == "threads":
+            self._pool = ThreadPoolExecutor(self.workers)
+        elif self.mode == "processes":
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(tokenizer.to_dict(),),
+            )
+
+    def _submit(self, texts: list[str]) -> Future[Encoded]:
+        assert self._pool is not None
+        if self.mode == "threads":
+            return self._pool.submit(encode_texts, self.tokenizer, texts)
+        return self._pool.submit(_encode_in_worker, texts)
+
+    def map(self, batches: Iterable[list[str]]) -> Iterator[Encoded]:
+        if self._pool is None:
+            for texts in batches:
+                yield encode_texts(self.tokenizer, texts)
+            return
+        pending: deque[Future[Encoded]] = deque()
+        for texts in batches:
+            pending.append(self._submit(texts))
+            if len(pending) >= 2 * self.workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> ParallelEncoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
