@@ -28,6 +28,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -214,6 +215,15 @@ def _refuse_binary(path: Path, head: bytes) -> None:
 # --- the sources ---------------------------------------------------------------------
 
 
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise DataError(
+            f"{path} was removed while the corpus was being read; put it back, or prepare again"
+        ) from None
+
+
 def _digest(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -297,7 +307,7 @@ class _Files(DocumentSource):
     def fingerprint(self) -> str:
         files = []
         for f in self.files:
-            st = f.stat()
+            st = _stat(f)
             files.append(
                 [
                     f.relative_to(self.root).as_posix() if f != self.root else f.name,
@@ -319,7 +329,7 @@ class TextFiles(_Files):
 
     def _read(self) -> Iterator[str]:
         for f in self.files:
-            size = f.stat().st_size
+            size = _stat(f).st_size
             if self._passing():
                 self.bytes_read += size
                 continue
@@ -344,6 +354,7 @@ class JsonlFiles(_Files):
         done = 0  # bytes of the files already read
         check_skipped = self.spec.on_bad_record == "skip"  # else skipped lines are trusted
         for f in self.files:
+            _stat(f)
             with open(f, "rb") as raw:
                 lines, corrupt = _decompressed(f, raw)
                 lineno = 0
@@ -472,7 +483,8 @@ class ParquetFiles(_Files):
 
         done, skip_bad = 0, self.spec.on_bad_record == "skip"
         for f in self.files:
-            pf, size = self._open(f), f.stat().st_size
+            size = _stat(f).st_size
+            pf = self._open(f)
             n_rows, first_row = max(pf.metadata.num_rows, 1), 0
             for g in range(pf.num_row_groups):
                 rows = pf.metadata.row_group(g).num_rows
@@ -526,13 +538,14 @@ class HFDataset(DocumentSource):
         super().__init__(spec)
         if not spec.name:
             raise DataError("data.kind=hf needs data.name (e.g. HuggingFaceFW/fineweb-edu)")
-        files = [Path(p).expanduser() for p in spec.data_files or ()]
-        if files and all(p.is_file() for p in files):
-            self.total_bytes = sum(p.stat().st_size for p in files)
+        # total_bytes stays None: bytes_read counts text, which no file size measures
 
     def describe(self) -> str:
         parts = [p for p in (self.spec.subset, f"split {self.spec.split}") if p]
-        files = f" of {', '.join(self.spec.data_files)}" if self.spec.data_files else ""
+        files = ""
+        if self.spec.data_files:
+            more = len(self.spec.data_files) - 1
+            files = f" of {self.spec.data_files[0]}" + (f" and {more} more files" if more else "")
         return f"the Hugging Face dataset {self.spec.name}{files} ({', '.join(parts)})"
 
     def fingerprint(self) -> str:
@@ -581,8 +594,13 @@ class HFDataset(DocumentSource):
                 )
             ds = ds.select_columns([key])
         i = 0  # the record's index in the dataset, for messages
-        if self.spec.on_bad_record == "error" and self._to_skip:
-            ds, i, self._to_skip = ds.skip(self._to_skip), self._to_skip, 0  # every record counts
+        if self.spec.on_bad_record == "error" and self._to_skip:  # every record is a document
+            if hasattr(ds, "__len__"):  # a cached Dataset: jump straight to the row
+                i = min(self._to_skip, len(ds))
+                ds = ds.select(range(i, len(ds))) if i < len(ds) else []
+            else:
+                i, ds = self._to_skip, ds.skip(self._to_skip)
+            self._to_skip -= i
         records = iter(ds)
         while True:
             try:
