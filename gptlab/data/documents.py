@@ -37,6 +37,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from gptlab.data.shards import FORMATS, shard_header
 from gptlab.data.sources import DataError, embedded_text
 
 KINDS = ("auto", "text", "jsonl", "parquet", "hf", "embedded")
@@ -110,16 +111,13 @@ def _corpus_files(root: Path, kind: str | None = None) -> dict[str, list[Path]]:
     return found
 
 
-def _is_llmc_shard(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return len(head) == 4 and int(np.frombuffer(head, "<i4")[0]) in (20240520, 20240801)
+def _starts_like_shard(head: bytes) -> bool:
+    """True if the first int32 is llm.c's shard magic (20240520 or 20240801)."""
+    return len(head) >= 4 and int(np.frombuffer(head[:4], "<i4")[0]) in FORMATS
 
 
 def detect_kind(path: str | Path) -> str:
     """What a file or folder holds: text, jsonl, parquet, tokens (llm.c shards) or nanogpt_bin."""
-    from gptlab.data.shards import shard_header
-
     path = Path(path).expanduser()
     if path.is_dir():
         if (path / "train.bin").is_file():  # nanoGPT's data/<name>/ (it may hold input.txt too)
@@ -145,7 +143,9 @@ def detect_kind(path: str | Path) -> str:
         raise DataError(f"{path} does not exist; check data.path")
     file_kind = _suffix_kind(path)
     if file_kind == "tokens":
-        if _is_llmc_shard(path):
+        with open(path, "rb") as f:
+            is_shard = _starts_like_shard(f.read(4))
+        if is_shard:
             shard_header(path)
             return "tokens"
         if path.name in ("train.bin", "val.bin"):
@@ -156,7 +156,7 @@ def detect_kind(path: str | Path) -> str:
         )
     if file_kind is None:
         hint = (
-            " (if it holds one JSON object per line, rename it .jsonl)"
+            " (if it holds one JSON object per line, set data.kind=jsonl or rename it .jsonl)"
             if path.suffix == ".json"
             else ""
         )
@@ -197,7 +197,7 @@ def _refuse_binary(path: Path, head: bytes) -> None:
     Checked even with ``errors=replace``, which would otherwise turn a token shard into
     a corpus of replacement characters without a word.
     """
-    if len(head) >= 4 and int(np.frombuffer(head[:4], "<i4")[0]) in (20240520, 20240801):
+    if _starts_like_shard(head):
         raise DataError(
             f"{path} looks like a token shard (llm.c's format), not text; point data.path at "
             "the folder of shards to train on it as it is"
