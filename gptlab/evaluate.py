@@ -39,6 +39,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from gptlab.cli import entry_point, user_message
+from gptlab.data.token_view import TokenView
 from gptlab.errors import ConfigError
 from gptlab.utils.device import pick_device
 from gptlab.utils.io import atomic_write_text
@@ -48,7 +49,7 @@ SPLITS = ("val", "train", "all")
 
 def score_tokens(
     model: torch.nn.Module,
-    tokens: np.ndarray,
+    tokens: np.ndarray | TokenView,
     block_size: int,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
@@ -73,7 +74,7 @@ def score_tokens(
     with torch.inference_mode():
         for offsets, length in batches:
             index = offsets[:, None] + np.arange(length + 1)
-            ids = torch.from_numpy(np.asarray(tokens)[index].astype(np.int64)).to(device)
+            ids = torch.from_numpy(_take(tokens, index)).to(device)
             logits = model(ids[:, :-1]).float()
             nll = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="sum"
@@ -88,6 +89,13 @@ def score_tokens(
     return total, count
 
 
+def _take(tokens: Any, index: np.ndarray) -> np.ndarray:
+    """Ids at ``index`` as int64, from an array or a store's ``TokenView``."""
+    if hasattr(tokens, "gather"):
+        return tokens.gather(index)
+    return np.asarray(tokens)[index].astype(np.int64)
+
+
 def _progress(total: int, enabled: bool):
     if not enabled:
         return None
@@ -96,20 +104,15 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="evaluating", unit="batch", file=sys.stderr, mininterval=0.5)
 
 
-def _split_tokens(datamodule, split: str) -> tuple[np.ndarray, str]:
-    """The token ids and text of the chosen split (tokenized once and cached)."""
-    from gptlab.data.token_cache import cached_tokens
-
-    if split == "all":
-        text = datamodule.load_text()
-        return cached_tokens(
-            text, datamodule.tokenizer, datamodule.cache_dir, f"{datamodule.name}-all"
-        ), text
+def _split_tokens(datamodule, split: str) -> tuple[Any, int | None]:
+    """The token ids of the chosen split (from the corpus's token store) and its UTF-8 bytes."""
     datamodule.prepare_data()
-    train_text, val_text = datamodule.split_text()
-    if split == "train":
-        return datamodule.train_tokens, train_text
-    return datamodule.val_tokens, val_text
+    store = datamodule.stores[0]
+    names = ("train", "val") if split == "all" else (split,)
+    info = store.manifest.get("splits", {})
+    text_bytes = [info.get(n, {}).get("text_bytes") for n in names]
+    view = TokenView([s for n in names for s in store.split(n).shards])
+    return view, sum(text_bytes) if all(text_bytes) else None
 
 
 def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
@@ -142,7 +145,7 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
         cfg.model.block_size = block_size
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.build_tokenizer(loaded.tokenizer)
-    tokens, text = _split_tokens(datamodule, cfg.split)
+    tokens, n_bytes = _split_tokens(datamodule, cfg.split)
 
     start = time.perf_counter()
     total, count = score_tokens(
@@ -155,11 +158,10 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
             f"the loss of {cfg.ckpt} on this text is not finite ({loss}): the model's outputs overflow, "
             "so its weights are not usable; use an earlier checkpoint of the run"
         )
-    n_bytes = len(text.encode("utf-8", errors="surrogatepass"))
     result = {
         "ckpt": str(Path(cfg.ckpt).resolve()),
         "data": datamodule.name,
-        "data_path": str(datamodule.path) if datamodule.path else None,
+        "data_path": str(datamodule.corpus.path) if datamodule.corpus.path else None,
         "split": cfg.split,
         "tokens": int(len(tokens)),
         "predicted_tokens": int(count),
@@ -167,7 +169,7 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
         "block_size": block_size,
         "loss": loss,
         "perplexity": math.exp(loss) if loss < 700 else math.inf,
-        "bpb": loss / math.log(2) / (n_bytes / len(tokens)),
+        "bpb": loss / math.log(2) / (n_bytes / len(tokens)) if n_bytes else None,
         "seconds": round(seconds, 3),
     }
     result["output"] = str(output_path(cfg, datamodule.name))

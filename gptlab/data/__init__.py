@@ -1,16 +1,12 @@
-"""Text sources, the token cache, random windows and the LightningDataModule."""
+"""Corpora, the token store, sampling orders and the LightningDataModule."""
 
 from typing import Any
 
 from gptlab.data.sources import DataError, download, embedded_text, read_local
-from gptlab.data.token_cache import cached_tokens
-from gptlab.data.windows import RandomWindows
 
 __all__ = [
     "DataError",
-    "RandomWindows",
     "TextDataModule",
-    "cached_tokens",
     "download",
     "embedded_text",
     "read_local",

@@ -1,53 +1,51 @@
-"""The LightningDataModule: text in, random token windows out.
+"""The LightningDataModule: a corpus in, batches of token windows out, in an order you can trust.
 
-Steps, in order: read the corpus (embedded, downloaded or local), build the tokenizer
-from it (or load a saved one), split the text into train/validation at
-``1 - val_fraction`` of its characters (for a character tokenizer this is exactly
-nanoGPT's split of the encoded array), tokenize each split once into a cached
-memory-mapped file, and serve random windows. Validation always uses the same
-``val_batches`` batches so that its loss is cheap and comparable between runs.
+Steps, in order: build the tokenizer (a learned one from the training split only),
+open the corpus's token store, preparing it first if it does not exist
+(``gptlab/data/corpus.py``), and serve batches from its memory-mapped shards in the
+order ``data.sampling`` names (``gptlab/data/orders.py``):
+
+    random      random windows, with replacement (the default; nanoGPT's get_batch)
+    sequential  every window once per epoch, in a shuffled order
+    packed      rows that start at a document start, filled best-fit from a buffer
+
+The order is one global sequence of chunks of ``batch_size`` rows; rank ``r`` of ``W``
+takes chunk ``m W + r`` as its ``m``-th micro-batch, so the global batches are the same
+at any number of devices, and a checkpoint records how many chunks were consumed so a
+resumed run (at the same or another world size) continues exactly there. Validation
+always scores the same chunks (``val_batches`` of them, spread over the ranks), or with
+``data.val_tokens`` the first that many tokens of the validation split, in order.
 
 Loading: ``num_workers`` and ``pin_memory`` default to null, which means "decide from
-the device the batches go to". On a CUDA device the loader uses a few worker processes
+the device the batches go to": on a CUDA device a few worker processes
 (``AUTO_WORKERS_PER_GPU`` at most, never more than the CPUs per device) and pinned
-memory, so the next batches are gathered and pinned while the GPU computes. On a CPU
-it uses neither: a batch is a gather of a few thousand ids from a memory-mapped array,
-tens of microseconds, and workers would only add their start-up time
-(``benchmarks/data_throughput.py`` measures both). An explicit value always wins.
-Workers never change the batches: batch ``i`` depends only on ``(seed, rank, i)`` and
-the workers take turns in order (see ``gptlab/data/windows.py``).
+memory; on a CPU neither (a batch is a gather from a memory map, tens of microseconds,
+and workers would only add their start-up time). Workers never change the batches.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from gptlab.data.corpus import Corpus, build_tokenizer, mixture_parts
 from gptlab.data.loader_settings import check_num_workers
-from gptlab.data.names import check_plain_name
-from gptlab.data.sources import DataError, default_cache_dir, download, embedded_text, read_local
-from gptlab.data.token_cache import cached_tokens
-from gptlab.data.windows import RandomWindows
+from gptlab.data.parallel_encode import cpus_available
+from gptlab.data.sources import DataError
+from gptlab.data.store import TokenStore
+from gptlab.data.token_view import TokenView
 from gptlab.tokenizer import CharTokenizer, Tokenizer, TokenizerError, tokenizer_from_dict
 
 TokenizerFactory = Callable[..., Tokenizer]
 AUTO_WORKERS_PER_GPU = (
     4  # what num_workers=null gives each CUDA device (fewer if the CPUs are fewer)
 )
-
-
-def cpus_available() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+SAMPLING = ("random", "sequential", "packed")
+VAL_SEED_OFFSET = 1_000_003  # validation draws from its own stream
 
 
 def auto_num_workers(on_cuda: bool, devices: int = 1) -> int:
@@ -58,12 +56,11 @@ def auto_num_workers(on_cuda: bool, devices: int = 1) -> int:
 
 
 class TextDataModule(L.LightningDataModule):
-    """Serve (x, y) windows of ``block_size`` tokens from one text corpus.
+    """Serve (x, y) batches of ``block_size`` tokens from one corpus (or a weighted mixture).
 
-    ``source`` is ``"embedded"`` (Python's own pydoc topics; no network), ``"url"``
-    (download ``url`` once, checked against ``sha256``) or ``"file"`` (``path``: a text
-    file or a folder of .txt files). Setting ``path`` always wins, so a downloaded
-    corpus can be replaced by a local copy with ``data.path=...``.
+    Every ``data.*`` key not listed here describes the corpus and goes to ``Corpus``;
+    ``mixture`` is a list of such settings, each with a ``weight``, interleaved
+    deterministically.
     """
 
     def __init__(
@@ -71,28 +68,20 @@ class TextDataModule(L.LightningDataModule):
         name: str,
         block_size: int,
         batch_size: int,
-        source: str = "embedded",
-        path: str | None = None,
-        url: str | None = None,
-        sha256: str | None = None,
-        filename: str | None = None,
-        cache_dir: str | None = None,
-        val_fraction: float = 0.1,
         val_batches: int = 20,
         seed: int = 0,
+        sampling: str = "random",
+        buffer_docs: int = 1000,
+        val_tokens: int | None = None,
+        document_ids: bool = False,
+        mixture: list[Mapping[str, Any]] | None = None,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
-        errors: str = "strict",
         global_batch_tokens: int | None = None,
+        progress: bool = True,
+        **corpus: Any,
     ) -> None:
         super().__init__()
-        # Tokens of one optimizer step over every device: the Trainer's builder derives the
-        # gradient-accumulation steps from it (gptlab/build.py); the loaders serve micro-batches.
-        self.global_batch_tokens = global_batch_tokens
-        if not 0.0 < val_fraction < 1.0:
-            raise DataError(
-                f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1"
-            )
         for key, value in (
             ("block_size", block_size),
             ("batch_size", batch_size),
@@ -102,76 +91,49 @@ class TextDataModule(L.LightningDataModule):
                 raise DataError(
                     f"data.{key}={value!r} must be a positive whole number (at least 1)"
                 )
+        if sampling not in SAMPLING:
+            raise DataError(f"data.sampling={sampling!r}; use one of {', '.join(SAMPLING)}")
         check_num_workers(num_workers)
-        self.name = check_plain_name("data.name", name, "my_corpus")  # it becomes a cache file name
+        # Tokens of one optimizer step over every device: the Trainer's builder derives the
+        # gradient-accumulation steps from it (gptlab/build.py); the loaders serve micro-batches.
+        self.global_batch_tokens = global_batch_tokens
+        self.name = name
         self.block_size = block_size
         self.batch_size = batch_size
-        self.source = source
-        self.path = path
-        self.url = url
-        self.sha256 = sha256
-        self.filename = filename
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.val_fraction = val_fraction
         self.val_batches = val_batches
         self.seed = seed
+        self.sampling = sampling
+        self.buffer_docs = buffer_docs
+        self.val_tokens = val_tokens
+        self.document_ids = document_ids
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.errors = errors
+        self.progress = progress
+        self.corpus = Corpus(name, **corpus)
+        self.mixture = mixture_parts(name, corpus, mixture)
         self.tokenizer: Tokenizer | None = None
-        self.train_tokens: np.ndarray | None = None
-        self.val_tokens: np.ndarray | None = None
+        self.stores: list[TokenStore] = []
         self.val_bytes_per_token: float | None = None
-        self.start_batch = (
-            0  # the first training batch to draw; a resumed run sets it (module.on_load_checkpoint)
-        )
-        self._text: str | None = None
+        self.start_chunk = 0  # the first chunk of the global order to draw; a resumed run sets it
+
+    def corpora(self) -> list[Corpus]:
+        return [c for c, _ in self.mixture] or [self.corpus]
 
     # -- corpus and tokenizer ---------------------------------------------------------
+    @property
+    def cache_dir(self):
+        return self.corpus.cache_dir
+
     def load_text(self) -> str:
-        """The whole corpus as one string (read once, then kept)."""
-        if self._text is None:
-            self._text = self._read()
-            if not self._text.strip():
-                raise DataError(
-                    f"the corpus {self._describe()} is empty; give data.path a file with text in it"
-                )
-        return self._text
-
-    def _read(self) -> str:
-        if self.path:
-            return read_local(self.path, errors=self.errors)
-        if self.source == "embedded":
-            return embedded_text()
-        if self.source == "url":
-            if not self.url:
-                raise DataError("data.source=url needs data.url (and data.sha256 to verify it)")
-            dest = self.cache_dir / "corpora" / (self.filename or Path(self.url).name)
-            return read_local(download(self.url, dest, self.sha256), errors=self.errors)
-        if self.source == "file":
-            raise DataError(
-                "data.source=file needs data.path=<a text file or a folder of .txt files>"
-            )
-        raise DataError(f"unknown data.source={self.source!r}; use embedded, url or file")
-
-    def _describe(self) -> str:
-        return str(self.path) if self.path else f"{self.name!r} ({self.source})"
+        """The whole corpus as one string (small corpora: learning a tokenizer, checking one)."""
+        return self.corpus.full_text()
 
     def split_text(self) -> tuple[str, str]:
-        text = self.load_text()
-        cut = int(len(text) * (1.0 - self.val_fraction))
-        return text[:cut], text[cut:]
+        return self.corpus.split_text()
 
     def build_tokenizer(self, factory: TokenizerFactory | Tokenizer) -> Tokenizer:
-        """Make the run's tokenizer; a factory learns from the training split only.
-
-        A BPE that has seen the validation text compresses it better than unseen text,
-        which would flatter ``val/bpb``; a character vocabulary learned from the
-        training split names any character that only the validation text has.
-        """
-        self.tokenizer = (
-            factory if isinstance(factory, Tokenizer) else factory(text=self.split_text()[0])
-        )
+        """Make the run's tokenizer (``corpus.build_tokenizer``: learned from the training split only)."""
+        self.tokenizer = build_tokenizer(factory, self.corpus)
         return self.tokenizer
 
     def use_saved_tokenizer(self, data: Mapping[str, Any]) -> Tokenizer:
@@ -188,46 +150,125 @@ class TextDataModule(L.LightningDataModule):
             if unknown:
                 shown = ", ".join(repr(c) for c in unknown[:10])
                 raise TokenizerError(
-                    f"the corpus {self._describe()} now has {len(unknown)} character(s) that the run's saved "
+                    f"the corpus {self.corpus.describe()} now has {len(unknown)} character(s) that the run's saved "
                     f"character tokenizer does not know ({shown}): the corpus changed since the run started; "
                     "resume with the corpus the run was trained on, or start a new run"
                 )
         self.tokenizer = tokenizer
         return tokenizer
 
-    # -- Lightning hooks --------------------------------------------------------------
+    # -- the token stores -------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Tokenize and cache both splits (Lightning calls this once per node, before setup)."""
-        self._tokenize()
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_tokens is None:
-            self._tokenize()
-
-    def _tokenize(self) -> None:
+        """Open every corpus's store, preparing what is missing (once per node; others wait)."""
+        if self.stores:
+            return
         if self.tokenizer is None:
             raise RuntimeError("call build_tokenizer() before using the data module")
-        train_text, val_text = self.split_text()
-        key = f"{self.name}-val{self.val_fraction:g}"
-        self.train_tokens = cached_tokens(
-            train_text, self.tokenizer, self.cache_dir, key + "-train"
-        )
-        self.val_tokens = cached_tokens(val_text, self.tokenizer, self.cache_dir, key + "-val")
-        for split, tokens in (("training", self.train_tokens), ("validation", self.val_tokens)):
-            if len(tokens) < self.block_size + 1:
-                raise DataError(
-                    f"the {split} split of {self._describe()} has {len(tokens)} tokens, fewer than "
-                    f"block_size + 1 = {self.block_size + 1}; use a longer corpus, a smaller "
-                    "model.block_size, or a larger data.val_fraction"
+        self.stores = [c.open(self.tokenizer, progress=self.progress) for c in self.corpora()]
+        for corpus, store in zip(self.corpora(), self.stores):
+            for split, view in store.splits.items():
+                if len(view) < self.block_size + 1:
+                    raise DataError(
+                        f"the {'training' if split == 'train' else 'validation'} split of "
+                        f"{corpus.describe()} has {len(view)} tokens, fewer than block_size + 1 = "
+                        f"{self.block_size + 1}; use a longer corpus, a smaller model.block_size, or a "
+                        "larger data.val_fraction"
+                    )
+        self.val_bytes_per_token = self.stores[0].bytes_per_token("val")
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()
+
+    def view(self, split: str) -> TokenView:
+        """The first corpus's ``split`` as one id sequence (what evaluation scores)."""
+        self.prepare_data()
+        return self.stores[0].split(split)
+
+    @property
+    def identity(self) -> list[str]:
+        """The stores' identities, recorded in checkpoints: a resumed run refuses changed data."""
+        return [s.identity for s in self.stores]
+
+    # -- orders -----------------------------------------------------------------------
+    def order(self, split: str) -> Any:
+        from gptlab.data import orders
+
+        views = [s.split(split) for s in self.stores]
+        seed = self.seed if split == "train" else self.seed + VAL_SEED_OFFSET
+        mode = self.sampling if split == "train" else "random"
+
+        def one(view: TokenView) -> Any:
+            if split == "val" and self.val_tokens:
+                return orders.FirstTokensOrder(
+                    view, self.block_size, self.batch_size, self.val_tokens
                 )
-        self.val_bytes_per_token = len(val_text.encode("utf-8", errors="surrogatepass")) / len(
-            self.val_tokens
-        )
+            if mode == "sequential":
+                return orders.SequentialOrder(view, self.block_size, self.batch_size, seed)
+            if mode == "packed":
+                return orders.PackedOrder(
+                    view, self.block_size, self.batch_size, seed, buffer_docs=self.buffer_docs
+                )
+            return orders.RandomOrder(view, self.block_size, self.batch_size, seed)
+
+        if len(views) == 1:
+            return one(views[0])
+        weights = [w for _, w in self.mixture]
+        return orders.MixtureOrder([one(v) for v in views], weights)
+
+    # -- the position in the order (exact resume) -------------------------------------
+    def position(self, micro_batches: int) -> dict[str, Any]:
+        """What a checkpoint stores: the chunks of the global order consumed so far.
+
+        ``micro_batches`` is how many this rank drew since this launch started; every
+        rank draws as many, so the order advanced by that times the world size.
+        """
+        return {
+            "chunks": self.start_chunk + micro_batches * self._world_size(),
+            "batch_size": self.batch_size,
+            "block_size": self.block_size,
+            "sampling": self.sampling,
+            "stores": self.identity,
+        }
+
+    def resume_at(self, state: Mapping[str, Any] | None, micro_batches: int) -> None:
+        """Continue the order where a checkpoint stopped, refusing what would change the batches."""
+        world = self._world_size()
+        if not state:  # a checkpoint from before positions were recorded: per-rank batches drawn
+            self.start_chunk = micro_batches * world
+            return
+        for key, now in (
+            ("sampling", self.sampling),
+            ("batch_size", self.batch_size),
+            ("block_size", self.block_size),
+        ):
+            if state.get(key) != now:
+                raise DataError(
+                    f"the run was trained with data.{key}={state.get(key)} and is resumed with {now}; "
+                    f"the batch order would change: resume with data.{key}={state.get(key)}"
+                )
+        if state.get("stores") and self.identity and list(state["stores"]) != self.identity:
+            raise DataError(
+                f"the token data of {self.corpus.describe()} changed since the run was trained (its store "
+                "identity differs: other text, tokenizer or split); resume with the data the run was "
+                "trained on, or start a new run"
+            )
+        chunks = int(state["chunks"])
+        if chunks % world:
+            raise DataError(
+                f"the run stopped after {chunks} micro-batches of its global order, which {world} devices "
+                f"cannot share evenly; resume on a number of devices that divides {chunks}"
+            )
+        self.start_chunk = chunks
+
+    def _world_size(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.world_size) if trainer is not None else 1
 
     def _rank(self) -> int:
         trainer = getattr(self, "trainer", None)
         return trainer.global_rank if trainer is not None else 0
 
+    # -- loaders ----------------------------------------------------------------------
     def _on_cuda(self) -> bool:
         """Whether the batches go to a CUDA device: the trainer's device once attached, else whether CUDA exists."""
         trainer = getattr(self, "trainer", None)
@@ -247,15 +288,14 @@ class TextDataModule(L.LightningDataModule):
         pin = self.pin_memory if self.pin_memory is not None else on_cuda
         return workers, pin
 
-    def _loader(self, dataset: RandomWindows) -> DataLoader:
+    def _loader(self, dataset: Any, seed: int) -> DataLoader:
         """A loader with its own generator.
 
         Each new DataLoader iterator draws a seed from a generator; without one of its
         own it takes it from torch's global generator, so every validation would shift
         the dropout randomness of later training steps and a resumed run (which skips
         the validations before it) would draw differently from an uninterrupted one.
-        Workers persist between validations (a new set per validation would cost their
-        start-up time each time).
+        Workers persist between validations.
         """
         workers, pin = self.loader_settings()
         return DataLoader(
@@ -264,29 +304,30 @@ class TextDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=pin,
             persistent_workers=workers > 0,
-            generator=torch.Generator().manual_seed(dataset.seed),
+            generator=torch.Generator().manual_seed(seed),
         )
 
     def train_dataloader(self) -> DataLoader:
-        assert self.train_tokens is not None
-        windows = RandomWindows(
-            self.train_tokens,
-            self.block_size,
-            self.batch_size,
-            self.seed,
+        from gptlab.data.orders import RankBatches
+
+        world = self._world_size()
+        batches = RankBatches(
+            self.order("train"),
             self._rank(),
-            start_batch=self.start_batch,
+            world,
+            start_micro=self.start_chunk // world,
+            doc_ids=self.document_ids,
         )
-        return self._loader(windows)
+        return self._loader(batches, self.seed)
 
     def val_dataloader(self) -> DataLoader:
-        assert self.val_tokens is not None
-        windows = RandomWindows(
-            self.val_tokens,
-            self.block_size,
-            self.batch_size,
-            self.seed + 1_000_003,
-            self._rank(),
-            self.val_batches,
+        from gptlab.data.orders import RankBatches
+
+        order = self.order("val")
+        count = self.val_batches
+        if self.val_tokens:
+            count = order.num_chunks
+        batches = RankBatches(
+            order, self._rank(), self._world_size(), num_batches=count, doc_ids=self.document_ids
         )
-        return self._loader(windows)
+        return self._loader(batches, self.seed + VAL_SEED_OFFSET)

@@ -546,7 +546,6 @@ def _progress_bar(total: int | None, enabled: bool, folder: Path):
         desc=f"preparing {folder.name}",
         unit="B",
         unit_scale=True,
-        unit_divisor=1 << 20,
         file=sys.stderr,
         mininterval=1.0,
     )

@@ -26,7 +26,7 @@ from gptlab.data.sources import DataError
 
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
-FORMATS = {  # magic -> (version, dtype)
+FORMATS: dict[int, tuple[int, np.dtype]] = {  # magic -> (version, dtype)
     20240520: (1, np.dtype("<u2")),
     20240801: (7, np.dtype("<u4")),
 }

@@ -74,7 +74,8 @@ class GPTLightningModule(L.LightningModule):
             self.model.compile()  # in place: parameter names (and checkpoints) stay unchanged
         self.val_bytes_per_token: float | None = None
         self._val_losses: list[torch.Tensor] = []
-        self.train_batches = 0  # training batches drawn so far: the data position to resume at
+        self.train_batches = 0  # training batches this rank drew so far, over every launch
+        self._batches_at_launch = 0  # ... of which before this launch (restored from the checkpoint)
         self._rng_to_restore: dict[str, Any] | None = None
         # Set by TrainingGuard after backward: this step's total gradient norm, reused for clipping.
         self.unclipped_grad_norm: torch.Tensor | None = None
@@ -94,11 +95,9 @@ class GPTLightningModule(L.LightningModule):
         return self.model(idx)
 
     # -- training ---------------------------------------------------------------------
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         self.train_batches += 1
-        x, y = batch
+        x, y = batch[0], batch[1]  # a third element, document ids, is there with data.document_ids
         loss = next_token_loss(self.model(x), y)
         self.last_train_loss = loss.detach()
         if self.logs_this_step():
@@ -157,6 +156,14 @@ class GPTLightningModule(L.LightningModule):
             "rng": capture_rng_state(),
             "wall_time": self.wall_time(),
         }
+        datamodule = self._datamodule()
+        if datamodule is not None and hasattr(datamodule, "position"):
+            drawn = self.train_batches - self._batches_at_launch
+            checkpoint["gptlab"]["data"] = datamodule.position(drawn)
+
+    def _datamodule(self) -> Any:
+        trainer = self._attached_trainer()
+        return getattr(trainer, "datamodule", None) if trainer is not None else None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Continue the data stream where the checkpoint stopped (the loaders are built after this)."""
@@ -168,10 +175,11 @@ class GPTLightningModule(L.LightningModule):
         self.train_batches = int(
             state.get("train_batches", checkpoint.get("global_step", 0) * accumulate)
         )
+        self._batches_at_launch = self.train_batches
         self._rng_to_restore = state.get("rng")
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "start_batch"):
-            datamodule.start_batch = self.train_batches
+        datamodule = self._datamodule()
+        if datamodule is not None and hasattr(datamodule, "resume_at"):
+            datamodule.resume_at(state.get("data"), self.train_batches)
 
     def on_train_start(self) -> None:
         """Restore the generators only now: setting up the loaders and the loop draws nothing after this."""
@@ -181,8 +189,8 @@ class GPTLightningModule(L.LightningModule):
             self._rng_to_restore = None
 
     # -- validation -------------------------------------------------------------------
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
         self._val_losses.append(next_token_loss(self.model(x), y).detach())
 
     def on_validation_epoch_end(self) -> None:
