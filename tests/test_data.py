@@ -1,4 +1,8 @@
-"""Corpus sources, the token cache and the random windows, on real files."""
+"""The DataModule on real files: corpora, the token store it trains from, loaders, the tokenizer.
+
+Sources are tested in test_documents.py, the store's guarantees in test_store.py and the
+orders in test_orders.py; here is what a user of ``data=`` meets.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab.data import (
-    DataError,
-    RandomWindows,
-    TextDataModule,
-    cached_tokens,
-    download,
-    embedded_text,
-)
+from gptlab.data import DataError, TextDataModule, download, embedded_text
+from gptlab.data.corpus import Corpus
+from gptlab.data.orders import RandomOrder, RankBatches
 from gptlab.tokenizer import CharTokenizer, TokenizerError
 from tests.conftest import SHAKESPEARE, needs_shakespeare
 
@@ -39,54 +38,16 @@ def test_embedded_corpus_is_real_prose_and_deterministic():
     assert " the " in text
 
 
-def test_token_cache_round_trips_and_uses_smallest_dtype(tmp_path):
-    tok = CharTokenizer.from_corpus("hello world\n")
-    ids = cached_tokens("hello world\n" * 10, tok, tmp_path, "x")
-    assert ids.dtype == np.uint16 and tok.decode(ids.tolist()) == "hello world\n" * 10
-    assert isinstance(ids, np.memmap)
-
-
-def test_token_cache_key_changes_with_text_and_tokenizer(tmp_path):
-    a = CharTokenizer.from_corpus("abc")
-    b = CharTokenizer.from_corpus("abcd")
-    cached_tokens("abcabc", a, tmp_path, "x")
-    cached_tokens("abcabca", a, tmp_path, "x")
-    cached_tokens("abcabc", b, tmp_path, "x")
-    assert len(list((tmp_path / "tokens").glob("*.bin"))) == 3
-
-
-def test_corrupt_token_cache_is_rebuilt_not_trusted(tmp_path):
-    tok = CharTokenizer.from_corpus("abc")
-    cached_tokens("abcabc", tok, tmp_path, "x")
-    (bin_path,) = (tmp_path / "tokens").glob("*.bin")
-    bin_path.write_bytes(b"\x00\x01\x02")  # truncated / corrupt data
-    ids = cached_tokens("abcabc", tok, tmp_path, "x")
-    assert tok.decode(ids.tolist()) == "abcabc"
-    (meta_path,) = (tmp_path / "tokens").glob("*.json")
-    meta = json.loads(meta_path.read_text())
-    meta["vocab_size"] = 999  # a header that does not describe this tokenizer
-    meta_path.write_text(json.dumps(meta))
-    assert tok.decode(cached_tokens("abcabc", tok, tmp_path, "x").tolist()) == "abcabc"
-
-
-def test_windows_are_shifted_by_one_and_reproducible():
-    tokens = np.arange(1000, dtype=np.uint16)
-    windows = RandomWindows(tokens, block_size=16, batch_size=5, seed=3)
-    x, y = windows.batch(7)
-    assert x.shape == (5, 16) and x.dtype == torch.int64
-    assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, 0], x[:, 0] + 1)
-    assert torch.equal(windows.batch(7)[0], x)
-    other_rank = RandomWindows(tokens, block_size=16, batch_size=5, seed=3, rank=1)
-    assert not torch.equal(other_rank.batch(7)[0], x)
-
-
-def test_windows_reach_the_last_token():
-    tokens = np.arange(20, dtype=np.uint16)
-    windows = RandomWindows(tokens, block_size=4, batch_size=64, seed=0)
-    seen = set()
-    for i in range(20):
-        seen.update(windows.batch(i)[1].flatten().tolist())
-    assert 19 in seen and 0 not in seen  # the final id is a target; id 0 never is
+def test_the_store_folder_changes_with_the_text_and_the_tokenizer(tmp_path):
+    """Editing the corpus or changing the tokenizer prepares a new store, never reuses stale ids."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abcabc")
+    a, b = CharTokenizer.from_corpus("abc"), CharTokenizer.from_corpus("abcd")
+    folder = Corpus("x", path=str(corpus), cache_dir=str(tmp_path)).store_folder(a)
+    assert Corpus("x", path=str(corpus), cache_dir=str(tmp_path)).store_folder(a) == folder
+    assert Corpus("x", path=str(corpus), cache_dir=str(tmp_path)).store_folder(b) != folder
+    corpus.write_text("abcabca")
+    assert Corpus("x", path=str(corpus), cache_dir=str(tmp_path)).store_folder(a) != folder
 
 
 def test_split_and_bytes_per_token(tmp_path):
@@ -95,17 +56,23 @@ def test_split_and_bytes_per_token(tmp_path):
     dm = make_dm(tmp_path, path=str(corpus), source="file")
     dm.build_tokenizer(CharTokenizer.from_corpus)
     dm.prepare_data()
-    assert len(dm.train_tokens) == 900 and len(dm.val_tokens) == 100
+    assert len(dm.view("train")) == 900 and len(dm.view("val")) == 100  # nanoGPT's split
     assert dm.val_bytes_per_token == pytest.approx(1.0)
 
 
 def test_folder_of_txt_files(tmp_path):
     folder = tmp_path / "texts"
     folder.mkdir()
-    (folder / "a.txt").write_text("first file " * 50)
-    (folder / "b.txt").write_text("second file " * 50)
-    dm = make_dm(tmp_path, path=str(folder))
-    assert "first file" in dm.load_text() and "second file" in dm.load_text()
+    (folder / "a.txt").write_text("one file " * 50)
+    (folder / "b.txt").write_text("file one " * 50)
+    dm = make_dm(tmp_path, path=str(folder), val_split="first", val_documents=1)
+    assert "one file" in dm.load_text() and "file one" in dm.load_text()
+    dm.build_tokenizer(CharTokenizer.from_corpus)
+    dm.prepare_data()
+    tok = dm.tokenizer
+    # Whole documents: the first file is the validation split, the second the training one.
+    assert tok.decode(dm.view("val").slice(0, len(dm.view("val"))).tolist()) == "one file " * 50
+    assert tok.decode(dm.view("train").slice(0, len(dm.view("train"))).tolist()) == "file one " * 50
 
 
 def test_missing_empty_and_tiny_corpus_errors(tmp_path):
@@ -123,7 +90,7 @@ def test_missing_empty_and_tiny_corpus_errors(tmp_path):
         dm.prepare_data()
     no_text = tmp_path / "no_text"
     no_text.mkdir()
-    with pytest.raises(DataError, match="no .txt files"):
+    with pytest.raises(DataError, match="no_text"):
         make_dm(tmp_path, path=str(no_text)).load_text()
 
 
@@ -197,24 +164,20 @@ def _first(loader, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [next(it) for _ in range(n)]
 
 
-def test_windows_pickle_the_token_cache_by_file_name_not_by_its_ids(tmp_path):
+def test_batches_pickle_the_store_by_file_name_not_by_its_ids(tmp_path):
     """spawn / forkserver workers receive the dataset pickled: it must not carry the corpus."""
     import pickle
 
     dm = _corpus_dm(tmp_path)
-    assert isinstance(dm.train_tokens, np.memmap)
-    windows = RandomWindows(dm.train_tokens, 8, 4, seed=5)
-    blob = pickle.dumps(windows)
-    assert len(blob) < 1_000 < dm.train_tokens.nbytes
+    (shard,) = dm.view("train").shards
+    assert isinstance(shard, np.memmap)
+    batches = RankBatches(RandomOrder(dm.view("train"), 8, 4, seed=5), rank=0, world_size=1)
+    blob = pickle.dumps(batches)
+    assert len(blob) < 2_000 < shard.nbytes
     again = pickle.loads(blob)
-    assert isinstance(again.tokens, np.memmap) and str(again.tokens.filename) == str(
-        dm.train_tokens.filename
-    )
-    assert all(torch.equal(a, b) for a, b in zip(windows.batch(3), again.batch(3)))
-    in_memory = RandomWindows(
-        np.arange(100, dtype=np.uint16), 8, 4
-    )  # a plain array still pickles whole
-    assert torch.equal(pickle.loads(pickle.dumps(in_memory)).batch(0)[0], in_memory.batch(0)[0])
+    (reopened,) = again.order.view.shards
+    assert isinstance(reopened, np.memmap) and str(reopened.filename) == str(shard.filename)
+    assert all(torch.equal(a, b) for a, b in zip(next(iter(batches)), next(iter(again))))
 
 
 @pytest.mark.filterwarnings(
@@ -226,7 +189,7 @@ def test_workers_serve_the_same_batches_in_the_same_order(tmp_path, start_batch)
     batches = {}
     for workers in (0, 2, 3):
         dm = _corpus_dm(tmp_path, num_workers=workers)
-        dm.start_batch = start_batch
+        dm.start_chunk = start_batch
         assert dm.train_dataloader().num_workers == workers
         batches[workers] = (_first(dm.train_dataloader(), 7), list(dm.val_dataloader()))
     for workers in (2, 3):
@@ -295,31 +258,28 @@ def test_training_with_workers_matches_training_without(tmp_path):
     assert all(torch.equal(state0[k], state2[k]) for k in state0)
 
 
-def test_a_cache_name_with_path_parts_is_refused_where_the_path_is_built(tmp_path):
-    """data.name=../../escaped wrote the cache outside the cache folder."""
+def test_a_corpus_name_with_path_parts_is_refused_where_the_path_is_built(tmp_path):
+    """data.name=../../escaped wrote the token cache outside the cache folder."""
     with pytest.raises(DataError, match=r"data\.name='\.\./\.\./escaped' must be a plain name"):
         make_dm(tmp_path, name="../../escaped")
-    tok = CharTokenizer.from_corpus("abc")
     with pytest.raises(DataError, match="must be a plain name"):
-        cached_tokens("abcabc", tok, tmp_path / "cache", "../../escaped-train")
+        Corpus("../../escaped", cache_dir=str(tmp_path / "cache"))
     assert not any(tmp_path.rglob("*.bin"))
 
 
-def test_a_cache_whose_ids_exceed_the_vocabulary_is_refused_in_one_sentence(tmp_path):
-    """A consistent header and checksum around ids past the vocabulary failed deep in the embedding."""
-    tok = CharTokenizer.from_corpus("abc")
-    cached_tokens("abcabc", tok, tmp_path, "x")
-    (bin_path,) = (tmp_path / "tokens").glob("*.bin")
-    (meta_path,) = (tmp_path / "tokens").glob("*.json")
-    data = np.array([0, 1, 2, 0, 1, 60000], dtype=np.uint16).tobytes()
-    bin_path.write_bytes(data)
-    meta = json.loads(meta_path.read_text())
-    meta["data_sha256"] = hashlib.sha256(data).hexdigest()
-    meta_path.write_text(json.dumps(meta))
-    with pytest.raises(
-        DataError, match=r"holds id 60000, but the tokenizer has only 3 ids; delete .* rebuilt"
-    ) as caught:
-        cached_tokens("abcabc", tok, tmp_path, "x")
+def test_ids_past_the_vocabulary_are_refused_in_one_sentence(tmp_path):
+    """Shards from another tool with ids past the run's vocabulary failed deep in the embedding."""
+    from gptlab.data.shards import write_shard
+    from gptlab.tokenizer import GPT2Tokenizer
+
+    folder = tmp_path / "shards"
+    write_shard(folder / "x_train_000001.bin", np.array([1, 2, 50300] * 40), 1 << 16)
+    write_shard(folder / "x_val_000000.bin", np.array([1, 2, 3] * 40), 1 << 16)
+    dm = make_dm(tmp_path, path=str(folder), batch_size=64)
+    dm.build_tokenizer(GPT2Tokenizer())
+    dm.prepare_data()
+    with pytest.raises(DataError, match=r"id 50300 .*only 50,257 ids") as caught:
+        next(iter(dm.train_dataloader()))
     assert "\n" not in str(caught.value)
 
 
@@ -345,7 +305,7 @@ def test_resume_uses_the_saved_char_tokenizer_and_refuses_new_characters(tmp_pat
     tok = unchanged.use_saved_tokenizer(saved)
     assert tok.to_dict() == saved and unchanged.tokenizer is tok
     unchanged.prepare_data()
-    assert tok.decode(unchanged.train_tokens[:5].tolist()) == "hello"
+    assert tok.decode(unchanged.view("train").slice(0, 5).tolist()) == "hello"
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
 """Random and damaged files: every reader answers with its own clear error, never a crash or hang.
 
 Checkpoints must raise ``CheckpointError`` (or load, when a flipped byte only touched
-tensor data), tokenizer files ``TokenizerError``, and a token cache whose files are
-garbage must be rebuilt and give the right ids.
+tensor data), tokenizer files ``TokenizerError``, and a token store whose files are
+garbage ``DataError`` (one sentence saying to prepare it again), never wrong ids.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gptlab.checkpoint import CheckpointError, load_checkpoint
-from gptlab.data.token_cache import cached_tokens
+from gptlab.data.ingest import SplitRule, prepare_store
+from gptlab.data.sources import DataError
+from gptlab.data.store import MANIFEST, open_store
 from gptlab.tokenizer import CharTokenizer, TokenizerError, load_tokenizer
 
 FUZZ = settings(
@@ -122,30 +124,58 @@ def test_random_json_as_a_tokenizer_file(tmp_path, value, kind):
         load_tokenizer(path)
 
 
+class _Text:
+    """A one-document source: what a store needs from ``gptlab.data.documents``."""
+
+    skipped, total_bytes = 0, len(TEXT)
+
+    def documents(self, skip: int = 0):
+        yield from [TEXT][skip:]
+
+    def fingerprint(self) -> str:
+        return "fuzz"
+
+    def describe(self) -> str:
+        return "the fuzz text"
+
+
+def _store(folder: Path) -> CharTokenizer:
+    tok = CharTokenizer.from_corpus(TEXT)
+    prepare_store(_Text(), tok, folder, SplitRule("tail", 0.1), progress=False)
+    return tok
+
+
 @FUZZ
 @given(
-    bin_data=st.binary(max_size=512),
-    meta=st.binary(max_size=256) | JSON.map(lambda v: json.dumps(v).encode()),
+    shard=st.binary(max_size=2048),
+    manifest=st.none() | st.binary(max_size=256) | JSON.map(lambda v: json.dumps(v).encode()),
 )
-def test_garbage_token_cache_is_rebuilt(tmp_path, bin_data, meta):
+def test_a_garbage_token_store_is_refused_in_one_sentence(tmp_path, shard, manifest):
+    folder = tmp_path / "store"
+    if not folder.exists():
+        tok = _store(folder)
     tok = CharTokenizer.from_corpus(TEXT)
-    cache = tmp_path / "cache"
-    cached_tokens(TEXT, tok, cache, "fuzz")  # a good cache, then overwrite its files with garbage
-    (bin_path,) = (cache / "tokens").glob("*.bin")
-    bin_path.write_bytes(bin_data)
-    bin_path.with_suffix(".json").write_bytes(meta)
-    with no_hang():
-        ids = cached_tokens(TEXT, tok, cache, "fuzz")
-    assert tok.decode(ids.tolist()) == TEXT
+    (folder / "train_000000.bin").write_bytes(shard)
+    if manifest is not None:
+        (folder / MANIFEST).write_bytes(manifest)
+    with no_hang(), pytest.raises(DataError) as caught:
+        open_store(folder, tok.fingerprint())
+    assert "\n" not in str(caught.value)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
 
 
-def test_a_cache_with_a_right_size_but_wrong_ids_is_rebuilt(tmp_path):
-    """Same length, valid header, different bytes: only the data checksum can tell."""
-    tok = CharTokenizer.from_corpus(TEXT)
-    cached_tokens(TEXT, tok, tmp_path, "x")
-    (bin_path,) = (tmp_path / "tokens").glob("*.bin")
-    bin_path.write_bytes(bytes(reversed(bin_path.read_bytes())))
-    assert tok.decode(cached_tokens(TEXT, tok, tmp_path, "x").tolist()) == TEXT
+def test_a_store_with_a_right_size_but_wrong_ids_is_refused(tmp_path):
+    """Same length, valid header, different ids: only the ids' checksum can tell."""
+    tok = _store(tmp_path / "store")
+    shard = tmp_path / "store" / "train_000000.bin"
+    data = shard.read_bytes()
+    shard.write_bytes(data[:1024] + bytes(reversed(data[1024:])))
+    with pytest.raises(DataError, match="do not match the checksum"):
+        open_store(tmp_path / "store", tok.fingerprint())
+    assert len(open_store(tmp_path / "store", tok.fingerprint(), verify=False).split("train"))
 
 
 def test_checkpoint_io_error_types_are_stable(tmp_path):

@@ -25,12 +25,12 @@ and workers would only add their start-up time). Workers never change the batche
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from gptlab.data.corpus import Corpus, build_tokenizer, mixture_parts
 from gptlab.data.loader_settings import check_num_workers
@@ -318,7 +318,11 @@ class TextDataModule(L.LightningDataModule):
             start_micro=self.start_chunk // world,
             doc_ids=self.document_ids,
         )
-        return self._loader(batches, self.seed)
+        return self._loader(self._checked(batches), self.seed)
+
+    def _checked(self, batches: Any) -> Any:
+        assert self.tokenizer is not None
+        return IdsWithinVocabulary(batches, self.tokenizer.vocab_size, self.corpus.describe())
 
     def val_dataloader(self) -> DataLoader:
         from gptlab.data.orders import RankBatches
@@ -330,4 +334,27 @@ class TextDataModule(L.LightningDataModule):
         batches = RankBatches(
             order, self._rank(), self._world_size(), num_batches=count, doc_ids=self.document_ids
         )
-        return self._loader(batches, self.seed + VAL_SEED_OFFSET)
+        return self._loader(self._checked(batches), self.seed + VAL_SEED_OFFSET)
+
+
+class IdsWithinVocabulary(IterableDataset):
+    """Refuse a batch holding an id past the vocabulary, in one sentence, before the model sees it.
+
+    Stores gptlab prepared were checked while they were written; shards from other
+    tools carry no tokenizer, and an id past the embedding would fail deep inside it
+    (a device-side assert on CUDA). Checking a batch's largest id costs microseconds;
+    checking every id of a multi-gigabyte store at start-up would cost minutes.
+    """
+
+    def __init__(self, batches: Any, vocab_size: int, where: str) -> None:
+        self.batches, self.vocab_size, self.where = batches, vocab_size, where
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.batches:
+            largest = max(int(batch[0].max()), int(batch[1].max()))
+            if largest >= self.vocab_size:
+                raise DataError(
+                    f"the token data of {self.where} holds id {largest} but the run's tokenizer has only "
+                    f"{self.vocab_size:,} ids; train with the tokenizer the shards were made with"
+                )
+            yield batch

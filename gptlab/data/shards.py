@@ -47,7 +47,8 @@ def shard_header(path: str | Path) -> tuple[np.dtype, int]:
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            header = np.frombuffer(f.read(HEADER_BYTES), dtype="<i4")
+            raw = f.read(HEADER_BYTES)
+        header = np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<i4")
     except OSError as e:
         raise DataError(f"cannot read the token shard {path} ({e.strerror or e})") from None
     if len(header) < 3 or int(header[0]) not in FORMATS:

@@ -102,7 +102,35 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
             f"the token store {folder} has format version {manifest.get('version')}, this gptlab "
             f"reads version {FORMAT_VERSION}; delete the folder and run python -m gptlab.prepare again"
         )
+    if not _well_formed(manifest):
+        raise DataError(
+            f"{path} lacks fields a store manifest has (it was edited or damaged); delete the folder "
+            f"{folder} and prepare it again"
+        )
     return manifest
+
+
+def _well_formed(manifest: dict[str, Any]) -> bool:
+    """The fields ``open_store`` reads are there and have the right types."""
+    try:
+        np.dtype(manifest["dtype"])
+        fingerprint = manifest["tokenizer"]["fingerprint"]
+        shards = manifest["shards"]
+        return (
+            isinstance(fingerprint, str)
+            and isinstance(shards, list)
+            and all(
+                isinstance(s, dict)
+                and isinstance(s.get("file"), str)
+                and "/" not in s["file"]
+                and ".." not in s["file"]
+                and s.get("split") in SPLITS
+                and isinstance(s.get("tokens"), int)
+                for s in shards
+            )
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def open_store(
