@@ -6,8 +6,8 @@
 
 Each case builds ``gptlab.data.TextDataModule`` from the real config (``gptlab/conf/train.yaml``
 composed by Hydra with the case's overrides, Tiny Shakespeare read from a local file,
-GPT-2's ranks from a local tiktoken cache: nothing is downloaded), tokenizes into a fresh
-token cache, and iterates ``train_dataloader()`` — the DataLoader Lightning receives —
+GPT-2's ranks from a local tiktoken cache: nothing is downloaded), prepares a fresh token
+store, and iterates ``train_dataloader()`` — the DataLoader Lightning receives —
 alone: ``--warmup`` batches, then ``--rounds`` x ``--batches`` timed batches (the median
 round is reported). ``start s`` is the time from creating the iterator to its first batch
 (what workers cost to start). The ratio is to a training step's tokens/s: measured here by
@@ -17,10 +17,10 @@ serves at least 10x the step's tokens/s, so that loading never shows in a step's
 
 What the data path does, checked in the code and by this script:
 
-* the token cache is a read-only ``np.memmap`` of the ids (``gptlab/data/token_cache.py``;
+* a store's shards are read-only ``np.memmap``s of the ids (``gptlab/data/store.py``;
   printed below as ``memory-mapped``): the corpus is not loaded into the process;
 * a batch gathers only its ``batch * (block + 1)`` ids with one fancy index and casts just
-  those to int64 (``gptlab/data/windows.py``): no per-batch copy of the corpus;
+  those to int64 (``gptlab/data/orders.py``): no per-batch copy of the corpus;
 * a worker process shares the mapping (fork) or reopens it by file name (spawn,
   forkserver): the dataset pickles to a few hundred bytes (``pickled``), not the corpus.
 
@@ -223,7 +223,7 @@ def main() -> None:
 def run(
     args: argparse.Namespace, cases: list[str], shared: Path, cache_dir: Path, device: str
 ) -> None:
-    from gptlab.data import RandomWindows
+    from gptlab.data.orders import RandomOrder, RankBatches
 
     rows = []
     print(
@@ -237,15 +237,17 @@ def run(
         built = time.perf_counter() - t0
         again = build_datamodule(case, shared, cache_dir)
         t0 = time.perf_counter()
-        again.prepare_data()  # a cache hit: open, check the header and the ids' checksum, map
+        again.prepare_data()  # the store exists: open, check sizes, headers and (small) checksums, map
         opened = time.perf_counter() - t0
         dm.setup("fit")
-        windows = RandomWindows(dm.train_tokens, dm.block_size, dm.batch_size)
+        train = dm.view("train")
+        windows = RankBatches(RandomOrder(train, dm.block_size, dm.batch_size), 0, 1)
+        mapped = all(isinstance(s, np.memmap) for s in train.shards)
         print(
-            f"{case}: {len(dm.train_tokens):,} training tokens ({dm.train_tokens.dtype}), tokenizer "
-            f"{dm.tokenizer.kind} ({dm.tokenizer.vocab_size:,} ids); token cache built in {built:.2f} s, "
-            f"reopened in {opened:.3f} s; memory-mapped: {isinstance(dm.train_tokens, np.memmap)}; "
-            f"pickled dataset {len(pickle.dumps(windows))} bytes (corpus {dm.train_tokens.nbytes:,} bytes); "
+            f"{case}: {len(train):,} training tokens ({train.dtype}), tokenizer "
+            f"{dm.tokenizer.kind} ({dm.tokenizer.vocab_size:,} ids); token store built in {built:.2f} s, "
+            f"reopened in {opened:.3f} s; memory-mapped: {mapped}; "
+            f"pickled dataset {len(pickle.dumps(windows))} bytes (corpus {len(train) * train.dtype.itemsize:,} bytes); "
             f"pin_memory {dm.loader_settings()[1]}"
         )
         if args.step_tokens_per_s:

@@ -92,15 +92,17 @@ def random_batches(
     vocab: int, batch: int, block: int, n: int, seed: int = 0
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Pre-made (x, y) batches, so that every variant sees exactly the same data."""
-    from gptlab.data.windows import RandomWindows
+    from gptlab.data.orders import RandomOrder
+    from gptlab.data.token_view import TokenView
 
     tokens = (
         np.random.default_rng(seed)
         .integers(0, vocab, size=200_000, dtype=np.int64)
         .astype(np.uint32)
     )
-    windows = RandomWindows(tokens, block, batch, seed=seed)
-    return [windows.batch(i) for i in range(n)]
+    order = RandomOrder(TokenView([tokens]), block, batch, seed=seed)
+    rows = [torch.from_numpy(order.chunk(i)) for i in range(n)]
+    return [(r[:, :-1], r[:, 1:]) for r in rows]
 
 
 def gptlab_module(case: dict, compile_model: bool):
