@@ -82,6 +82,8 @@ def _train(
     if trainer.is_global_zero:  # every check has passed: record the launch
         folder.start_launch(build.plain(cfg), tokenizer, overrides, trainer, saved)
         print(build.describe(cfg, module, tokenizer, trainer, folder.path), flush=True)
+        if datamodule.sampling != "random":  # the default needs no line; packed says what it crops
+            print(f"gptlab: {datamodule.describe_order()}", flush=True)
     try:
         with out_of_memory_explained(cfg, str(trainer.strategy.root_device)):
             ckpt_path = str(checkpoint) if checkpoint else None

@@ -317,3 +317,36 @@ def test_a_datamodule_built_directly_refuses_sizes_that_are_not_positive_integer
 ):
     with pytest.raises(DataError, match=f"data.{key}={value!r} must be a positive whole number"):
         make_dm(tmp_path, **{key: value})
+
+
+def test_a_mixture_interleaves_its_corpora_by_weight(tmp_path):
+    """data.mixture: rows come from each corpus in proportion to its weight, the same every time."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("a" * 4000)
+    b.write_text("b" * 4000)
+    mixture = [{"path": str(a), "weight": 3}, {"path": str(b), "weight": 1}]
+    counts = []
+    for _ in range(2):
+        dm = make_dm(tmp_path, mixture=mixture)
+        dm.build_tokenizer(CharTokenizer.from_corpus("ab"))
+        dm.prepare_data()
+        rows = torch.cat([x for x, _ in _first(dm.train_dataloader(), 25)])  # 100 rows
+        counts.append(int((rows[:, 0] == dm.tokenizer.encode("a")[0]).sum()))
+    assert counts[0] == counts[1] == 75
+    with pytest.raises(DataError, match=r"data.mixture\[1\] needs a positive weight"):
+        make_dm(tmp_path, mixture=[{"path": str(a), "weight": 1}, {"path": str(b)}])
+
+
+def test_packed_rows_start_at_documents_and_report_what_was_cropped(tmp_path):
+    from gptlab.tokenizer import GPT2Tokenizer
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"{i:02d}.txt").write_text(f"document {i} " * (3 + 7 * (i % 5)))
+    dm = make_dm(tmp_path, path=str(folder), sampling="packed", block_size=32, val_documents=4)
+    tok = dm.build_tokenizer(GPT2Tokenizer())
+    dm.prepare_data()
+    x, _ = next(iter(dm.train_dataloader()))
+    assert (x[:, 0] == tok.eot_id).all()  # every row starts a document
+    assert "cropped" in dm.describe_order()

@@ -213,7 +213,20 @@ class TextDataModule(L.LightningDataModule):
         if len(views) == 1:
             return one(views[0])
         weights = [w for _, w in self.mixture]
-        return orders.MixtureOrder([one(v) for v in views], weights)
+        return orders.MixtureOrder([one(v) for v in views], weights, self.batch_size, seed=seed)
+
+    def describe_order(self) -> str:
+        """One line about the training order (for packed rows: what share of the tokens is cropped)."""
+        line = f"batches: data.sampling={self.sampling}"
+        if self.sampling == "packed":
+            order = self.order("train")
+            parts = order.sources if hasattr(order, "sources") else [order]
+            for part in parts:
+                part.rows(0, 1)  # packs the first group of documents
+            cropped = sum(p.cropped_fraction for p in parts) / len(parts)
+            docs = min(parts[0].buffer_docs, parts[0].n_docs)
+            line += f", {cropped:.1%} of the tokens cropped (best-fit over {docs:,} documents)"
+        return line
 
     # -- the position in the order (exact resume) -------------------------------------
     def position(self, micro_batches: int) -> dict[str, Any]:
