@@ -76,12 +76,12 @@ class SplitRule:
 
     def __post_init__(self) -> None:
         if self.mode not in SPLIT_MODES:
-            raise DataError(f"data.split={self.mode!r}; use one of {', '.join(SPLIT_MODES)}")
+            raise DataError(f"data.val_split={self.mode!r}; use one of {', '.join(SPLIT_MODES)}")
         if self.mode == "first" and not (
             isinstance(self.val_documents, int) and self.val_documents >= 1
         ):
             raise DataError(
-                "data.split=first needs data.val_documents=<how many leading documents are validation>"
+                "data.val_split=first needs data.val_documents=<how many leading documents are validation>"
             )
 
     def split_of(self, index: int) -> str:
@@ -207,7 +207,12 @@ def _prepare(
     single_text: Path | None,
     errors: str,
 ) -> dict[str, Any]:
-    state, shards = _resume(folder)
+    identity = {
+        "source": source_record(source)["fingerprint"],
+        "tokenizer": tokenizer.fingerprint(),
+        "split": asdict(rule),
+    }
+    state, shards = _resume(folder, identity)
     start = min(state[s].pieces_done for s in SPLITS)
     total = _total_bytes(source, single_text)
     pieces = _pieces(source, rule, start, single_text, errors)
@@ -228,7 +233,7 @@ def _prepare(
                     _append(folder, split, piece, ids, n_bytes, eot, tokenizer, dtype)
                     if split.open_tokens >= shard_tokens:
                         _close(folder, split, shards, index + 1)
-                        _save_progress(folder, state, shards, source)
+                        _save_progress(folder, state, shards, source, identity)
                     if bar is not None:
                         bar.update(n_bytes)
                 if bar is not None:
@@ -350,19 +355,33 @@ def _abort(state: dict[str, _SplitState]) -> None:
             split.writer = None
 
 
-def _resume(folder: Path) -> tuple[dict[str, _SplitState], list[dict[str, Any]]]:
-    """Read progress.json and delete every file it does not vouch for."""
+def _resume(
+    folder: Path, identity: dict[str, Any]
+) -> tuple[dict[str, _SplitState], list[dict[str, Any]]]:
+    """Read progress.json and delete every file it does not vouch for.
+
+    Shards a stopped prepare left are kept only when they came from the same source,
+    tokenizer and split; a folder half-filled from another one is refused, not mixed in.
+    """
     state = {s: _SplitState(s) for s in SPLITS}
     shards: list[dict[str, Any]] = []
     path = folder / PROGRESS
     if path.is_file():
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
-            shards = list(saved["shards"])
+        except (OSError, ValueError):
+            saved = {}
+        if isinstance(saved, dict) and saved.get("identity") not in (None, identity):
+            raise DataError(
+                f"{folder} holds a partly prepared store of another source, tokenizer or split; "
+                "delete the folder (or choose another data.store) and run again"
+            )
+        try:
+            shards = [e for e in saved["shards"] if isinstance(e.get("file"), str)]
             for s in SPLITS:
                 for key, value in saved["splits"][s].items():
                     setattr(state[s], key, int(value))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # damaged: start over
             state, shards = {s: _SplitState(s) for s in SPLITS}, []
     keep = {e["file"] for e in shards} | {docs_name(e["file"]) for e in shards}
     for p in folder.iterdir():
@@ -374,9 +393,14 @@ def _resume(folder: Path) -> tuple[dict[str, _SplitState], list[dict[str, Any]]]
 
 
 def _save_progress(
-    folder: Path, state: dict[str, _SplitState], shards: list[dict[str, Any]], source: Any
+    folder: Path,
+    state: dict[str, _SplitState],
+    shards: list[dict[str, Any]],
+    source: Any,
+    identity: dict[str, Any],
 ) -> None:
     record = {
+        "identity": identity,
         "shards": shards,
         "splits": {s: state[s].record() for s in SPLITS},
         "skipped_records": getattr(source, "skipped", 0),
@@ -401,7 +425,7 @@ def _finish(
         )
     for s, hint in (
         ("train", "lower data.val_fraction or data.val_documents"),
-        ("val", "raise data.val_fraction, or set data.split=first data.val_documents=<n>"),
+        ("val", "raise data.val_fraction, or set data.val_split=first data.val_documents=<n>"),
     ):
         if state[s].tokens == 0:
             raise DataError(f"no document of {where} went to the {s} split; {hint}")
@@ -464,8 +488,8 @@ def _tail_pieces(
         docs = list(source.documents())
         if len(docs) != 1:
             raise DataError(
-                f"data.split=tail cuts one text, but {source.describe()} holds {len(docs)} documents; "
-                "use data.split=hash (whole documents) for a corpus of many"
+                f"data.val_split=tail cuts one text, but {source.describe()} holds {len(docs)} documents; "
+                "use data.val_split=hash (whole documents) for a corpus of many"
             )
         n_chars = len(docs[0])
         texts = iter(_cut_pieces(docs[0]))

@@ -133,9 +133,17 @@ class ShardWriter:
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
-        """Drop the unfinished shard (its temporary file), leaving nothing that looks complete."""
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        """Drop the unfinished shard (its temporary file), leaving nothing that looks complete.
+
+        On a full disk closing fails too (its buffered bytes cannot be flushed): the
+        temporary file is removed anyway, or it would keep the space the user must free.
+        """
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 def write_shard(path: str | Path, ids: np.ndarray, vocab_size: int) -> str:

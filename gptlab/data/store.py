@@ -197,9 +197,23 @@ def _doc_starts(path: Path) -> np.ndarray:
 
 
 # -- shards written by other tools ----------------------------------------------------------
+PREPARING = (
+    "progress.json",
+    "prepare.lock",
+)  # what a gptlab prepare leaves in a store it has not finished
+
+
 def looks_like_shards(folder: Path) -> bool:
-    """A folder of llm.c-style ``*train*.bin``/``*val*.bin`` shards, or nanoGPT's pair."""
-    return folder.is_dir() and any(folder.glob("*.bin")) and not (folder / MANIFEST).exists()
+    """A folder of shards another tool wrote (llm.c's ``*train*.bin``/``*val*.bin``, nanoGPT's pair).
+
+    A folder gptlab prepares into holds a manifest once finished and ``progress.json`` or
+    ``prepare.lock`` before: neither is foreign.
+    """
+    return (
+        folder.is_dir()
+        and any(folder.glob("*.bin"))
+        and not any((folder / name).exists() for name in (MANIFEST, *PREPARING))
+    )
 
 
 def open_existing_shards(folder: str | Path, eot_id: int | None, vocab_size: int) -> TokenStore:
@@ -213,7 +227,7 @@ def open_existing_shards(folder: str | Path, eot_id: int | None, vocab_size: int
     """
     folder = Path(folder)
     files = sorted(p for p in folder.glob("*.bin") if p.is_file())
-    nanogpt = {p.name for p in files} >= {"train.bin", "val.bin"}
+    nanogpt = bool({p.name for p in files} & {"train.bin", "val.bin"})  # raw ids, no header
     shards: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     entries = []
     for path in files:
