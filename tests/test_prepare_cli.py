@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gptlab.data.shards import HEADER_BYTES
+from gptlab.data.shards import HEADER_BYTES, write_shard
 from tests.conftest import REPO, SHAKESPEARE, TINY_OVERRIDES, needs_r50k, needs_shakespeare
 
 pytestmark = [needs_r50k, needs_shakespeare]
@@ -146,3 +146,27 @@ def test_training_prepares_a_missing_store_itself(tmp_path):
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["splits"]["train"]["documents"] + manifest["splits"]["val"]["documents"] == 200
     assert (tmp_path / "hydra" / "metrics.csv").is_file()
+
+
+def llmc_shards(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for name in ("fineweb_train_000001.bin", "fineweb_val_000000.bin"):
+        ids = np.concatenate([[50256], rng.integers(0, 50256, 500)]).astype(np.uint16)
+        write_shard(folder / name, ids, 50257)
+    return folder
+
+
+def test_prepare_on_existing_shards_only_opens_them(tmp_path):
+    folder = llmc_shards(tmp_path / "fineweb10B")
+    done = prepare(folder, tmp_path / "data", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (
+        f"token store {folder}: 501 training and 501 validation tokens in 2 shard(s)" in done.stdout
+    )
+    assert not (tmp_path / "data" / "stores").exists()
+
+
+def test_verify_true_on_existing_shards_opens_them(tmp_path):
+    folder = llmc_shards(tmp_path / "fineweb10B")
+    done = prepare(folder, tmp_path / "data", tmp_path, "verify=true")
+    assert done.returncode == 0, done.stderr[-3000:]
