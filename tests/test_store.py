@@ -384,6 +384,37 @@ def test_a_full_disk_leaves_no_half_written_shard_behind(tmp_path, gpt2):
         assert sorted(p.name for p in only_store(disk).glob("*.tmp")) == []
 
 
+@pytest.fixture
+def small_pieces(monkeypatch, small_batches) -> None:
+    """One text is read in pieces of 20k characters instead of 1 MB (and encoded in 20k batches)."""
+    monkeypatch.setattr("gptlab.data.ingest.PIECE_CHARS", 20_000)
+
+
+def test_one_text_is_cut_at_its_tail_like_nanogpt_and_resumes_after_a_full_disk(
+    tmp_path, gpt2, small_pieces
+):
+    """nanoGPT's split: train is the first 90% of the characters, val the rest, with no
+    end-of-text of its own (it continues the text); a store of one long text resumes too."""
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:200_000]
+    (tmp_path / "input.txt").write_text(text, encoding="utf-8")
+    straight = corpus(tmp_path / "input.txt", tmp_path / "straight").open(gpt2, progress=False)
+    assert straight.manifest["split"]["mode"] == "tail"
+    assert len(straight.manifest["shards"]) > 5
+    cut = int(len(text) * 0.9)
+    train, val = straight.split("train"), straight.split("val")
+    ids = train.slice(0, len(train))
+    assert ids[0] == EOT and gpt2.decode(ids[1:].tolist()) == text[:cut]
+    assert gpt2.decode(val.slice(0, len(val)).tolist()) == text[cut:]
+    assert (ids == EOT).sum() == 1 and EOT not in val.slice(0, len(val))
+    with full_disk(tmp_path, size_kib=96) as disk:
+        with pytest.raises(DataError, match="disk filled"):
+            corpus(tmp_path / "input.txt", cache_dir=disk).open(gpt2, progress=False)
+        assert json.loads((only_store(disk) / PROGRESS).read_text())["shards"]
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        corpus(tmp_path / "input.txt", cache_dir=disk).open(gpt2, progress=False)
+        assert contents(only_store(disk)) == contents(tmp_path / "straight")
+
+
 # -- two processes on one store ------------------------------------------------------------------
 CHILD = """
 import sys
@@ -407,8 +438,10 @@ def child(jsonl: Path, cache: Path, log: Path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_two_prepares_of_one_store_take_turns_and_make_the_same_store(tmp_path, big):
-    """The first is stopped (SIGSTOP) midway, so the second surely meets its lock; then resumed."""
+@pytest.mark.parametrize("then", ["continued", "killed"])
+def test_two_prepares_of_one_store_take_turns_and_make_the_same_store(tmp_path, big, then):
+    """The first is stopped (SIGSTOP) midway, so the second surely meets its lock; then the first
+    is continued (the second finds its store) or killed (the second finishes what it left)."""
     jsonl, straight = big
     cache = tmp_path / "cache"
     first = child(jsonl, cache, tmp_path / "first.log")
@@ -423,8 +456,12 @@ def test_two_prepares_of_one_store_take_turns_and_make_the_same_store(tmp_path, 
             assert second.poll() is None, (tmp_path / "second.log").read_text()
             assert time.monotonic() < deadline, "the second process never said it was waiting"
             time.sleep(0.02)
-        first.send_signal(signal.SIGCONT)
-        assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()
+        if then == "continued":
+            first.send_signal(signal.SIGCONT)
+            assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()
+        else:
+            first.kill()
+            assert first.wait(timeout=60) == -signal.SIGKILL
         assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()
     finally:
         for proc in (first, second):
