@@ -30,8 +30,7 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
     from gptlab.data.store import open_store, read_manifest
 
     start = time.perf_counter()
-    settings = OmegaConf.to_container(cfg.data, resolve=True)
-    assert isinstance(settings, dict)
+    settings: dict[str, Any] = OmegaConf.to_container(cfg.data, resolve=True)  # type: ignore[assignment]
     base = corpus_settings(settings)
     corpus = Corpus(**base)
     base.pop("name")

@@ -16,6 +16,7 @@ import mmap
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 class TokenView:
@@ -24,7 +25,7 @@ class TokenView:
     def __init__(
         self,
         shards: Sequence[np.ndarray],
-        doc_starts: Sequence[np.ndarray] | None = None,
+        doc_starts: Sequence[ArrayLike] | None = None,
     ) -> None:
         self.shards = list(shards)
         lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
