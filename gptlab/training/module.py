@@ -75,7 +75,9 @@ class GPTLightningModule(L.LightningModule):
         self.val_bytes_per_token: float | None = None
         self._val_losses: list[torch.Tensor] = []
         self.train_batches = 0  # training batches this rank drew so far, over every launch
-        self._batches_at_launch = 0  # ... of which before this launch (restored from the checkpoint)
+        self._batches_at_launch = (
+            0  # ... of which before this launch (restored from the checkpoint)
+        )
         self._rng_to_restore: dict[str, Any] | None = None
         # Set by TrainingGuard after backward: this step's total gradient norm, reused for clipping.
         self.unclipped_grad_norm: torch.Tensor | None = None
