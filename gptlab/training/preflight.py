@@ -139,7 +139,9 @@ def _check_data(cfg: DictConfig, model: GPTConfig) -> None:
     if data is None:
         return
     check_num_workers(data.get("num_workers"), error=ConfigError)
-    if data.get("name") is not None and data.get("source") != "hf":  # an hf name has a '/'; Corpus checks it
+    if (
+        data.get("name") is not None and data.get("source") != "hf"
+    ):  # an hf name has a '/'; Corpus checks it
         check_plain_name("data.name", data.get("name"), "my_corpus", error=ConfigError)
     for key, example in (
         ("batch_size", "data.batch_size=12"),
