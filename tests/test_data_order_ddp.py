@@ -57,6 +57,9 @@ class RecordBatches(L.Callback):
     recorded before it stopped, so a resumed run adds its steps to the same file.
     """
 
+    def __init__(self) -> None:
+        self._step = 0
+
     def on_train_batch_end(
         self,
         trainer: L.Trainer,
