@@ -62,6 +62,7 @@ def build_trainer(cfg: DictConfig, first_callbacks: list[Any]) -> Any:
         kwargs, callbacks=callbacks, logger=loggers or False, plugins=plugins
     )
     _derive_accumulation(cfg, trainer)
+    _validate_every_n_steps(trainer)
     slow = slow_precision_warning(trainer.precision, trainer.strategy.root_device)
     if slow and trainer.is_global_zero:
         log.warning(slow)  # on the console and in the run's train.log
@@ -70,6 +71,18 @@ def build_trainer(cfg: DictConfig, first_callbacks: list[Any]) -> Any:
 
 def _build_all(group: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(c) for c in (group or {}).values() if c is not None]
+
+
+def _validate_every_n_steps(trainer: Any) -> None:
+    """``trainer.val_check_interval`` counts optimizer steps in gptlab (Lightning counts batches).
+
+    With ``A`` accumulated batches a step is ``A`` of Lightning's batches, so the interval
+    is scaled: validation (and the checkpoint that follows it) lands on the same
+    optimizer steps whatever the number of devices and the accumulation it implies.
+    """
+    interval = trainer.val_check_interval
+    if isinstance(interval, int) and not isinstance(interval, bool):
+        trainer.val_check_interval = interval * int(trainer.accumulate_grad_batches)
 
 
 def _derive_accumulation(cfg: DictConfig, trainer: Any) -> None:

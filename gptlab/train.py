@@ -71,7 +71,10 @@ def _train(
         tokenizer = datamodule.use_saved_tokenizer(saved_tokenizer)
     else:
         tokenizer = datamodule.build_tokenizer(hydra.utils.instantiate(cfg.tokenizer))
-    datamodule.prepare_data()  # tokenize (cached) before the model: too-small corpora fail fast
+    datamodule.check_same_data(
+        (saved or {}).get("gptlab", {}).get("data")
+    )  # before preparing anything
+    datamodule.prepare_data()  # tokenize (once, into a store) before the model: too-small corpora fail fast
     model_config = check_vocab(tokenizer.vocab_size, cfg.model)
     if saved is not None and checkpoint is not None:
         runs.check_resume(checkpoint, saved, model_config, int(cfg.trainer.max_steps))

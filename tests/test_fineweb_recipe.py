@@ -39,7 +39,6 @@ def tiny(parquet: Path) -> list[str]:
         "model.block_size=32",
         "data.source=file",
         f"data.path={parquet}",
-        "data.name=fineweb_local",  # the recipe's name is a Hub dataset's, which a local file is not
         "data.val_split=first",
         "data.val_documents=5",
         "data.val_tokens=256",

@@ -25,7 +25,6 @@ from gptlab.data.orders import (
 from gptlab.data.shards import open_shard, write_shard
 from gptlab.data.sources import DataError
 from gptlab.data.token_view import TokenView
-from gptlab.data.windows import RandomWindows
 
 EOT = 50256
 T, B = 16, 4
@@ -80,7 +79,15 @@ def build(kind: str, view: TokenView) -> object:
 KINDS = ["random", "sequential", "packed", "first_tokens", "mixture"]
 
 
-# -- the reference: today's random windows -----------------------------------------------
+# -- the reference: the random windows gptlab drew before orders existed ------------------
+
+
+def reference_batch(tokens: np.ndarray, c: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``RandomWindows(tokens, T, B, seed, rank=0).batch(c)`` as it was written (windows.py, 8157219)."""
+    rng = np.random.default_rng((seed, 0, c))
+    offsets = rng.integers(0, len(tokens) - T, size=B)
+    windows = torch.from_numpy(tokens[offsets[:, None] + np.arange(T + 1)].astype(np.int64))
+    return windows[:, :-1], windows[:, 1:]
 
 
 def test_random_order_is_random_windows_bit_for_bit(tmp_path) -> None:
@@ -88,16 +95,16 @@ def test_random_order_is_random_windows_bit_for_bit(tmp_path) -> None:
     write_shard(tmp_path / "train.bin", ids, vocab_size=65)
     tokens = open_shard(tmp_path / "train.bin")
     order = RandomOrder(TokenView([tokens]), T, B, seed=7)
-    reference = RandomWindows(tokens, T, B, seed=7, rank=0)
     for c in range(6):
-        x, y = reference.batch(c)
+        x, y = reference_batch(tokens, c, seed=7)
         rows = order.chunk(c)
         assert rows.dtype == np.int64 and rows.shape == (B, T + 1)
         assert torch.equal(torch.from_numpy(rows[:, :-1]), x)
         assert torch.equal(torch.from_numpy(rows[:, 1:]), y)
     stream = list(RankBatches(order, 0, 1, num_batches=4))
     assert all(
-        torch.equal(a, b) for (a, _), (b, _) in zip(stream, [reference.batch(i) for i in range(4)])
+        torch.equal(a, b)
+        for (a, _), (b, _) in zip(stream, [reference_batch(tokens, i, seed=7) for i in range(4)])
     )
 
 

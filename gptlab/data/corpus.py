@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gptlab.data.names import check_plain_name
+from gptlab.data.names import check_plain_name, is_hub_name
 from gptlab.data.sources import DataError, default_cache_dir, download
 from gptlab.data.store import (
     TokenStore,
@@ -73,13 +73,12 @@ class Corpus:
             raise DataError(
                 f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1"
             )
-        if source == "hf":
-            if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(name)) or ".." in str(name):
-                raise DataError(
-                    f"data.name={name!r} is not a Hugging Face dataset name; use e.g. "
-                    "data.name=HuggingFaceFW/fineweb-edu"
-                )
-        else:  # the name becomes part of a folder name
+        if source == "hf" and not (is_hub_name(name) or re.fullmatch(r"[\w.-]+", str(name))):
+            raise DataError(
+                f"data.name={name!r} is not a Hugging Face dataset name; use e.g. "
+                "data.name=HuggingFaceFW/fineweb-edu"
+            )
+        if not is_hub_name(name):  # the name becomes part of a folder name
             check_plain_name("data.name", name, "my_corpus")
         if isinstance(shard_tokens, bool) or not isinstance(shard_tokens, int) or shard_tokens < 1:
             raise DataError(f"data.shard_tokens={shard_tokens!r} must be a positive whole number")
@@ -216,16 +215,23 @@ class Corpus:
             return True
         return self.kind() in _TOKEN_KINDS
 
+    def identity(self, tokenizer: Tokenizer) -> dict[str, Any] | None:
+        """What decides the store's ids: the source, the tokenizer and the split (cheap to compute).
+
+        None for shards other tools wrote, which carry no such record.
+        """
+        if self.is_tokens():
+            return None
+        return {
+            "source": self.documents().fingerprint(),
+            "tokenizer": tokenizer.fingerprint(),
+            "split": vars(self.rule()),
+        }
+
     def store_folder(self, tokenizer: Tokenizer) -> Path:
         if self.store:
             return Path(self.store).expanduser()
-        key = store_key(
-            {
-                "source": self.documents().fingerprint(),
-                "tokenizer": tokenizer.fingerprint(),
-                "split": vars(self.rule()),
-            }
-        )
+        key = store_key(self.identity(tokenizer) or {})
         return self.cache_dir / "stores" / f"{self.name.replace('/', '__')}-{key}"
 
     def open(self, tokenizer: Tokenizer, progress: bool = True) -> TokenStore:
@@ -289,9 +295,7 @@ def build_tokenizer(factory: Any, corpus: Corpus) -> Tokenizer:
     """
     if isinstance(factory, Tokenizer):
         return factory
-    if needs_training_text(factory):
-        return factory(text=corpus.split_text()[0])
-    return factory()
+    return factory(text=corpus.split_text()[0] if needs_training_text(factory) else None)
 
 
 def _check_same_source(store: TokenStore, fingerprint: str, where: str) -> None:

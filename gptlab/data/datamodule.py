@@ -235,13 +235,41 @@ class TextDataModule(L.LightningDataModule):
         ``micro_batches`` is how many this rank drew since this launch started; every
         rank draws as many, so the order advanced by that times the world size.
         """
+        assert self.tokenizer is not None
         return {
             "chunks": self.start_chunk + micro_batches * self._world_size(),
             "batch_size": self.batch_size,
             "block_size": self.block_size,
             "sampling": self.sampling,
             "stores": self.identity,
+            "corpora": [c.identity(self.tokenizer) for c in self.corpora()],
         }
+
+    def check_same_data(self, state: Mapping[str, Any] | None) -> None:
+        """Before any store is prepared: refuse to resume on data other than the run's, naming what changed.
+
+        Checked from the cheap identities (source fingerprint, tokenizer, split), so a
+        changed corpus is refused at once, not after hours of preparing a store for it.
+        """
+        if not state or not state.get("corpora") or self.tokenizer is None:
+            return
+        for corpus, before in zip(self.corpora(), state["corpora"]):
+            now = corpus.identity(self.tokenizer)
+            if before is None or now is None or now == before:
+                continue
+            changed = [
+                what
+                for key, what in (
+                    ("source", f"the text of {corpus.describe()}"),
+                    ("tokenizer", "the tokenizer"),
+                    ("split", "the train/validation split (data.val_*)"),
+                )
+                if now.get(key) != before.get(key)
+            ]
+            raise DataError(
+                f"{' and '.join(changed)} changed since the run was trained, so its token data would "
+                "not be the same; resume with the data the run was trained on, or start a new run"
+            )
 
     def resume_at(self, state: Mapping[str, Any] | None, micro_batches: int) -> None:
         """Continue the order where a checkpoint stopped, refusing what would change the batches."""

@@ -8,7 +8,17 @@ unless they are a single path component.
 
 from __future__ import annotations
 
+import re
+
 from gptlab.data.sources import DataError
+
+_HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+")  # owner/dataset, as the Hugging Face Hub names them
+
+
+def is_hub_name(value: object) -> bool:
+    """``owner/dataset``: one '/', no '..'; its store folder replaces the '/' (gptlab/data/corpus.py)."""
+    text = str(value)
+    return bool(_HUB_NAME.fullmatch(text)) and ".." not in text
 
 
 def check_plain_name(

@@ -16,8 +16,8 @@ consumed globally::
 
 The orders:
 
-* ``RandomOrder``: windows at random offsets, drawn per chunk (what ``RandomWindows``
-  drew at rank 0, bit for bit).
+* ``RandomOrder``: windows at random offsets, drawn per chunk (what gptlab's random
+  windows drew at rank 0 before orders existed, bit for bit).
 * ``SequentialOrder``: every non-overlapping window once per epoch, shuffled per epoch.
 * ``PackedOrder``: rows that start at a document start, filled best-fit from a buffer of
   documents (nanochat's BOS best-fit), cropping what does not fit.
@@ -141,8 +141,8 @@ class _WindowOrder(Order):
 class RandomOrder(_WindowOrder):
     """Chunk ``c``: ``batch_size`` windows at offsets drawn by ``default_rng((seed, 0, c))``.
 
-    The ``0`` is the rank ``RandomWindows`` used: rank 0's stream there is this order's,
-    so runs from before the token store keep their batches. Windows may overlap and
+    The ``0`` is the rank gptlab's per-rank random windows used before orders existed:
+    rank 0's stream there is this order's, so single-device runs keep their batches. Windows may overlap and
     repeat (sampling with replacement); there are no epochs.
     """
 
@@ -352,7 +352,7 @@ class PackedOrder(Order):
         if not view.has_documents:
             raise DataError(
                 "packed rows need document boundaries but this split has none; prepare the data "
-                "as a token store (python -m gptlab.prepare) or use data.order=random"
+                "as a token store (python -m gptlab.prepare) or use data.sampling=random"
             )
         starts = view.doc_starts
         total = len(view) - int(starts[0]) if len(starts) else 0

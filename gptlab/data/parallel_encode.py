@@ -6,11 +6,13 @@ batches are submitted ahead of the one being consumed, so memory stays bounded
 however long the corpus is (``multiprocessing.Pool.imap`` would read its whole input
 ahead). Three ways to run:
 
-- ``threads``: a thread pool calling the tokenizer; fast when the tokenizer's encoder
-  releases the GIL (tiktoken's Rust core does: the GPT-2 and BPE tokenizers).
-- ``processes``: worker processes (spawned, so nothing of the parent's threads or
-  CUDA state is inherited), each rebuilding the tokenizer from ``to_dict()``; needed
-  for encoders written in Python (the character tokenizer).
+- ``processes`` (what ``auto`` picks): worker processes (spawned, so nothing of the
+  parent's threads or CUDA state is inherited), each rebuilding the tokenizer from
+  ``to_dict()``. Measured faster than threads even for tiktoken, whose Rust core
+  releases the GIL: every call takes it back to build the Python list of ids, so two
+  threads on two cores reach ~1.2x one thread where two processes reach ~1.9x
+  (``benchmarks/data_prepare.py``, RESULTS.md).
+- ``threads``: a thread pool calling the tokenizer (less memory: one copy of the encoding).
 - ``inline``: no pool, for one CPU or small inputs.
 
 The number of workers comes from the CPU affinity mask (what a job scheduler gave
@@ -28,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from gptlab.data.sources import DataError
 from gptlab.tokenizer import Tokenizer, tokenizer_from_dict
 
 Encoded = list[tuple[np.ndarray, int]]  # per text: its ids (uint32) and its UTF-8 byte count
 MODES = ("auto", "threads", "processes", "inline")
-_GIL_FREE_KINDS = {"gpt2", "bpe"}  # tokenizers whose encoder runs in tiktoken's Rust core
 
 
 def cpus_available() -> int:
@@ -65,15 +67,13 @@ def _encode_in_worker(texts: list[str]) -> Encoded:
     return encode_texts(_worker_tokenizer, texts)
 
 
-def choose_mode(tokenizer: Tokenizer, mode: str, workers: int) -> str:
-    """``auto``: threads for tiktoken-backed tokenizers, processes for the others, inline on one CPU."""
+def choose_mode(mode: str, workers: int) -> str:
+    """``auto``: worker processes, or inline on one CPU."""
     if mode not in MODES:
-        raise ValueError(f"encoding mode {mode!r}; use one of {', '.join(MODES)}")
+        raise DataError(f"data.encode_mode={mode!r}; use one of {', '.join(MODES)}")
     if workers <= 1:
         return "inline"
-    if mode != "auto":
-        return mode
-    return "threads" if tokenizer.kind in _GIL_FREE_KINDS else "processes"
+    return "processes" if mode == "auto" else mode
 
 
 class ParallelEncoder:
@@ -82,7 +82,7 @@ class ParallelEncoder:
     def __init__(self, tokenizer: Tokenizer, workers: int | None = None, mode: str = "auto"):
         self.tokenizer = tokenizer
         self.workers = max(1, workers if workers is not None else cpus_available())
-        self.mode = choose_mode(tokenizer, mode, self.workers)
+        self.mode = choose_mode(mode, self.workers)
         self._pool: Executor | None = None
         if self.mode == "threads":
             self._pool = ThreadPoolExecutor(self.workers)

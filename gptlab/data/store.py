@@ -193,7 +193,11 @@ def _doc_starts(path: Path) -> np.ndarray:
         raise DataError(
             f"the document index {path} is missing or damaged; delete its store and prepare it again"
         ) from None
-    return np.asarray(starts, dtype=np.int64)
+    if starts.dtype != np.int64 or starts.ndim != 1:
+        raise DataError(
+            f"the document index {path} is not a list of int64 positions; delete its store and prepare it again"
+        )
+    return starts  # a read-only memory map: a DataLoader worker receives it by file name
 
 
 # -- shards written by other tools ----------------------------------------------------------

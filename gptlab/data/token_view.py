@@ -94,24 +94,27 @@ class TokenView:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["shards"] = [_pickle_shard(s) for s in self.shards]
+        if self._doc_starts is not None:
+            state["_doc_starts"] = [_pickle_shard(d) for d in self._doc_starts]
         state["_all_doc_starts"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
         state["shards"] = [_unpickle_shard(s) for s in state["shards"]]
+        if state["_doc_starts"] is not None:
+            state["_doc_starts"] = [_unpickle_shard(d) for d in state["_doc_starts"]]
         self.__dict__.update(state)
 
 
-def _pickle_shard(tokens: np.ndarray) -> object:
+def _pickle_shard(tokens: object) -> object:
     # Only a whole read-only mapping (its base is the mmap itself), not a view into one.
     if isinstance(tokens, np.memmap) and tokens.mode == "r" and isinstance(tokens.base, mmap.mmap):
         return ("memmap", str(tokens.filename), tokens.dtype.str, tokens.shape, tokens.offset)
     return tokens
 
 
-def _unpickle_shard(tokens: object) -> np.ndarray:
+def _unpickle_shard(tokens: object) -> object:
     if isinstance(tokens, tuple) and tokens and tokens[0] == "memmap":
         _, filename, dtype, shape, offset = tokens
         return np.memmap(filename, dtype=np.dtype(dtype), mode="r", shape=shape, offset=offset)
-    assert isinstance(tokens, np.ndarray)
     return tokens

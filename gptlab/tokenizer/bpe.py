@@ -475,7 +475,7 @@ def _special_regex(special_tokens: Mapping[str, int]) -> regex.Pattern | None:
 
 
 def build_bpe_tokenizer(
-    text: str,
+    text: str | None,
     vocab_size: int = 4096,
     pattern: str | None = "gpt4",
     special_tokens: Sequence[str] = (EOT,),
@@ -493,6 +493,10 @@ def build_bpe_tokenizer(
                 stacklevel=2,
             )
         return tok
+    if text is None:
+        raise TokenizerError(
+            "tokenizer=bpe needs the training text, or tokenizer.path=<a saved tokenizer>"
+        )
     return BPETokenizer.train(
         text,
         vocab_size=vocab_size,

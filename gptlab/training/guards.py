@@ -135,7 +135,7 @@ class TrainingGuard(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
     ) -> None:
-        # The module's own counter is the data position (RandomWindows index); fall back to Lightning's.
+        # The module's own counter is the data position (RankBatches' micro-batch index); fall back to Lightning's.
         self._batches.append(int(getattr(pl_module, "train_batches", batch_idx)))
 
     def on_before_backward(

@@ -6,9 +6,10 @@ rebuild it without Hydra, and checkpoints load with ``torch.load(weights_only=Tr
 
 Resuming continues a run exactly: besides what Lightning stores (weights, optimizer,
 scheduler, loop counters) each checkpoint carries, under ``"gptlab"``, the number of
-training batches drawn so far (the data position: batch ``i`` of ``RandomWindows``
-depends only on ``i``) and the random generators' states (dropout), restored just
-before the first resumed step.
+training batches drawn so far and, from the DataModule, the position in the global
+batch order (chunks consumed over every rank: a resume at another number of devices
+continues it), and the random generators' states (dropout), restored just before the
+first resumed step.
 
 Metrics, per optimizer step (handed to Lightning on the steps it writes: every
 ``trainer.log_every_n_steps``, and the last) or per validation:
@@ -74,6 +75,7 @@ class GPTLightningModule(L.LightningModule):
             self.model.compile()  # in place: parameter names (and checkpoints) stay unchanged
         self.val_bytes_per_token: float | None = None
         self._val_losses: list[torch.Tensor] = []
+        self._step_losses: list[torch.Tensor] = []  # this optimizer step's micro-batch losses
         self.train_batches = 0  # training batches this rank drew so far, over every launch
         self._batches_at_launch = (
             0  # ... of which before this launch (restored from the checkpoint)
@@ -102,9 +104,26 @@ class GPTLightningModule(L.LightningModule):
         x, y = batch[0], batch[1]  # a third element, document ids, is there with data.document_ids
         loss = next_token_loss(self.model(x), y)
         self.last_train_loss = loss.detach()
-        if self.logs_this_step():
-            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self._step_losses.append(self.last_train_loss)
+        if self._ends_step():
+            if self.logs_this_step():
+                self._log_step_loss()
+            self._step_losses.clear()
         return loss
+
+    def _ends_step(self) -> bool:
+        """Whether this micro-batch is the last of its optimizer step (launches start at a step)."""
+        trainer = self._attached_trainer()
+        accumulate = int(trainer.accumulate_grad_batches) if trainer is not None else 1
+        return (self.train_batches - self._batches_at_launch) % accumulate == 0
+
+    def _log_step_loss(self) -> None:
+        """``train/loss``: the mean over the step's micro-batches and devices, the loss the step took."""
+        losses = self._step_losses
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        trainer = self._attached_trainer()
+        several = trainer is not None and trainer.world_size > 1
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, sync_dist=several)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Validate after the last step too: stop through Lightning's public flag, which does so.
@@ -196,11 +215,19 @@ class GPTLightningModule(L.LightningModule):
         self._val_losses.append(next_token_loss(self.model(x), y).detach())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_losses:
+        """The mean over every validation batch of every rank, however unevenly they were shared.
+
+        Each rank sends its sum and count (a rank may have none: every rank must still
+        join the reduction, or the others wait for it forever).
+        """
+        losses = self._val_losses
+        local = torch.stack(losses).sum() if losses else torch.zeros((), device=self.device)
+        count = torch.tensor(float(len(losses)), device=local.device)
+        self._val_losses = []
+        total, n = self.trainer.strategy.reduce(torch.stack([local, count]), reduce_op="sum")
+        if n == 0:
             return
-        loss = torch.stack(self._val_losses).mean()
-        self._val_losses.clear()
-        loss = self.trainer.strategy.reduce(loss, reduce_op="mean")  # average over DDP ranks
+        loss = total / n
         # Every rank now holds the same value, so sync_dist only silences Lightning's warning.
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log("val/ppl", torch.exp(loss), sync_dist=True)

@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.data.loader_settings import check_num_workers
-from gptlab.data.names import check_plain_name
+from gptlab.data.names import check_plain_name, is_hub_name
 from gptlab.errors import ConfigError
 from gptlab.model.config import GPTConfig
 from gptlab.training.memory import cpu_memory_floor, machine_memory_bytes
@@ -139,10 +139,9 @@ def _check_data(cfg: DictConfig, model: GPTConfig) -> None:
     if data is None:
         return
     check_num_workers(data.get("num_workers"), error=ConfigError)
-    if (
-        data.get("name") is not None and data.get("source") != "hf"
-    ):  # an hf name has a '/'; Corpus checks it
-        check_plain_name("data.name", data.get("name"), "my_corpus", error=ConfigError)
+    name = data.get("name")  # a hub name (owner/dataset) is allowed: its '/' never reaches a path
+    if name is not None and not is_hub_name(name):
+        check_plain_name("data.name", name, "my_corpus", error=ConfigError)
     for key, example in (
         ("batch_size", "data.batch_size=12"),
         ("val_batches", "data.val_batches=20"),
