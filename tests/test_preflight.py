@@ -58,7 +58,7 @@ def _block_size_beyond_memory() -> int:
             "callbacks.model_checkpoint.filename='../../x' must be a plain name",
         ),
         (["data.name=../../escaped"], "data.name='../../escaped' must be a plain name"),
-        (["data.name=a/b"], "data.name='a/b' must be a plain name"),
+        (["data.name=a/b/c"], "data.name='a/b/c' must be a plain name"),
         # code from config data: spec.build is no backdoor around Hydra's blocklist
         (
             ["optimizer._target_=os.system"],

@@ -185,7 +185,7 @@ class PrintValidation(L.Callback):
             return
         parts = [f"step {trainer.global_step}"]
         # The module keeps every step's loss; train/loss is only logged every log_every_n_steps.
-        train_loss = getattr(pl_module, "last_train_loss", None)
+        train_loss = getattr(pl_module, "last_step_loss", None)
         if train_loss is None:
             train_loss = m.get("train/loss")
         if train_loss is not None:

@@ -50,6 +50,7 @@ _PLAIN_STEP_ATTRIBUTES = frozenset(
         "_current_fx_name",  # Lightning's own attribute: naming it is the only way to skip the checks
         "train_batches",
         "last_train_loss",
+        "last_step_loss",
         "unclipped_grad_norm",
     }
 )
@@ -84,6 +85,7 @@ class GPTLightningModule(L.LightningModule):
         # Set by TrainingGuard after backward: this step's total gradient norm, reused for clipping.
         self.unclipped_grad_norm: torch.Tensor | None = None
         self.last_train_loss: torch.Tensor | None = None  # the latest batch's loss (detached)
+        self.last_step_loss: torch.Tensor | None = None  # the latest step's, over its micro-batches
         self._wall_time_before = 0.0  # seconds of training before a resume (from the checkpoint)
         self._started: float | None = None
 
@@ -106,9 +108,11 @@ class GPTLightningModule(L.LightningModule):
         self.last_train_loss = loss.detach()
         self._step_losses.append(self.last_train_loss)
         if self._ends_step():
+            losses = self._step_losses
+            self.last_step_loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+            losses.clear()
             if self.logs_this_step():
                 self._log_step_loss()
-            self._step_losses.clear()
         return loss
 
     def _ends_step(self) -> bool:
@@ -119,11 +123,16 @@ class GPTLightningModule(L.LightningModule):
 
     def _log_step_loss(self) -> None:
         """``train/loss``: the mean over the step's micro-batches and devices, the loss the step took."""
-        losses = self._step_losses
-        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         trainer = self._attached_trainer()
         several = trainer is not None and trainer.world_size > 1
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, sync_dist=several)
+        self.log(
+            "train/loss",
+            self.last_step_loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            sync_dist=several,
+        )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Validate after the last step too: stop through Lightning's public flag, which does so.
