@@ -7,7 +7,6 @@ orders in test_orders.py; here is what a user of ``data=`` meets.
 from __future__ import annotations
 
 import hashlib
-import json
 
 import numpy as np
 import pytest
