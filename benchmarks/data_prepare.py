@@ -57,8 +57,9 @@ A ``.txt`` corpus is split into documents at blank lines (``datasets``' ``sample
 "paragraph"`` does the same for row d).
 
 Start-up mode (``--startup-corpus BIG TINY``) times ``--startup-cmd`` (a template with
-``{python}``, ``{corpus}``) on a store already prepared from BIG and from TINY,
-alternating, and prints the difference of the medians.
+``{python}``, ``{corpus}``) on the store of BIG and of TINY, alternating, and prints the
+difference of the medians. One untimed run of each comes first: it prepares a store that is
+missing and brings the files into the page cache, so the rounds time opening a prepared store.
 """
 
 from __future__ import annotations
@@ -417,6 +418,13 @@ def file_sha(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def fill(template: str, **values: object) -> str:
+    """``template`` with ``{name}`` replaced; other braces (Hydra's ``${now:...}``) are left alone."""
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", str(value))
+    return template
+
+
 def bench_env(work: Path) -> dict:
     """Offline settings: tiktoken reads r50k_base from a local cache, HF never goes online."""
     cache = work / "tiktoken"
@@ -450,10 +458,9 @@ def gptlab_available(python: str, env: dict) -> bool:
 def one_row(name: str, corpus: Path, args, env: dict, work: Path) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=work))
     out = run_dir / "ids.bin"
-    if name == "e":
-        cmd = shlex.split(
-            args.gptlab_cmd.format(python=args.python, corpus=corpus, out=run_dir / "store")
-        )
+    if name.startswith("e"):
+        template = args.gptlab_cmd[int(name[1:] or 1) - 1]
+        cmd = shlex.split(fill(template, python=args.python, corpus=corpus, out=run_dir / "store"))
     else:
         cmd = [
             args.python,
@@ -471,7 +478,7 @@ def one_row(name: str, corpus: Path, args, env: dict, work: Path) -> dict:
     r = measure(cmd, env, work / f"{name}_{corpus.stem}.log")
     r["load"] = load
     r["cmd"] = " ".join(cmd)
-    if r["rc"] == 0 and name == "e":
+    if r["rc"] == 0 and name.startswith("e"):
         r["tokens"], r["sha"] = shard_ids(run_dir / "store")
     elif r["rc"] == 0 and out.is_file():
         r["sha"] = file_sha(out)
@@ -495,7 +502,7 @@ def print_table(rows: list[tuple[str, Path, dict]], n: int) -> None:
         mb = corpus.stat().st_size / 1e6
         if r["rc"] != 0:
             print(
-                f"{name:<3} {ROWS[name]:<28} {corpus.name:<20} {mb:>5.0f}  failed (rc {r['rc']}): see its log"
+                f"{name:<3} {ROWS.get(name, 'gptlab.prepare ' + name):<28} {corpus.name:<20} {mb:>5.0f}  failed (rc {r['rc']}): see its log"
             )
             continue
         tokens = r.get("tokens", 0)
@@ -509,7 +516,7 @@ def print_table(rows: list[tuple[str, Path, dict]], n: int) -> None:
         main = r.get("main_cpu_s", float("nan"))
         estimate = max(r["cpu_s"] / cores, main) if "main_cpu_s" in r else float("nan")
         print(
-            f"{name:<3} {ROWS[name]:<28} {corpus.name:<20} {mb:>5.0f} {r['wall_s']:>7.1f} {mb / r['wall_s']:>6.2f} "
+            f"{name:<3} {ROWS.get(name, 'gptlab.prepare ' + name):<28} {corpus.name:<20} {mb:>5.0f} {r['wall_s']:>7.1f} {mb / r['wall_s']:>6.2f} "
             f"{tps:>10,.0f} {r['cpu_s']:>6.1f} {mb / r['cpu_s']:>8.2f} {fmt_mb(r['tree_rss']):>7} "
             f"{fmt_mb(r['tree_pss']):>7} {fmt_mb(r['max_rss']):>6} {r['procs']:>5} {ratio:>5.2f} "
             f"{h_wall:>6.2f} {h_cpu:>6.2f} {main:>6.1f} {estimate:>6.1f} {r['load']:>4.1f}"
@@ -524,6 +531,9 @@ def bench(args) -> None:
     if "e" in names and not gptlab_available(args.python, env):
         print("row e skipped: gptlab.prepare does not exist yet (python -m gptlab.prepare)")
         names.remove("e")
+    if "e" in names:  # one row a --gptlab-cmd: e, e2, e3, ...
+        at = names.index("e")
+        names[at : at + 1] = ["e"] + [f"e{k}" for k in range(2, len(args.gptlab_cmd) + 1)]
     for corpus in args.corpus:
         subprocess.run(
             ["cat", str(corpus)], stdout=subprocess.DEVNULL, check=True
@@ -532,6 +542,9 @@ def bench(args) -> None:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  N={args.n} cores  {psutil.cpu_count()} CPUs here"
     )
     print(f"rows {names}, {args.rounds} rounds, alternating; logs under {work}")
+    for name in names:
+        if name.startswith("e"):
+            print(f"row {name}: {args.gptlab_cmd[int(name[1:] or 1) - 1]}")
     all_rows: list[tuple[str, Path, dict]] = []
     for rnd in range(1, args.rounds + 1):
         rows = []
@@ -565,20 +578,29 @@ def startup(args) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     env = bench_env(work)
-    times: dict[str, list[float]] = {c: [] for c in args.startup_corpus}
+    runs: dict[str, list[dict]] = {c: [] for c in args.startup_corpus}
+    for corpus in args.startup_corpus:  # untimed: prepares a missing store, warms the page cache
+        cmd = shlex.split(fill(args.startup_cmd, python=args.python, corpus=corpus))
+        r = measure(cmd, env, work / f"startup_warmup_{Path(corpus).stem}.log")
+        print(f"warm-up {corpus}: {r['wall_s']:.1f} s rc {r['rc']}", flush=True)
+    print(f"command: {args.startup_cmd}")
     for rnd in range(args.rounds):
         for corpus in args.startup_corpus:
-            cmd = shlex.split(args.startup_cmd.format(python=args.python, corpus=corpus))
+            cmd = shlex.split(fill(args.startup_cmd, python=args.python, corpus=corpus))
             r = measure(cmd, env, work / f"startup_{Path(corpus).stem}.log")
             print(
-                f"round {rnd + 1} {corpus}: {r['wall_s']:.2f} s rc {r['rc']} peak tree RSS {fmt_mb(r['tree_rss'])} MB"
+                f"round {rnd + 1} {Path(corpus).name}: {r['wall_s']:.2f} s wall, {r['cpu_s']:.2f} s CPU, "
+                f"rc {r['rc']}, peak tree RSS {fmt_mb(r['tree_rss'])} MB, load {os.getloadavg()[0]:.1f}",
+                flush=True,
             )
-            times[corpus].append(r["wall_s"])
+            runs[corpus].append(r)
     big, tiny = args.startup_corpus
-    med = {c: statistics.median(t) for c, t in times.items()}
-    print(
-        f"median: {big} {med[big]:.2f} s, {tiny} {med[tiny]:.2f} s, difference {med[big] - med[tiny]:+.2f} s"
-    )
+    for key in ("wall_s", "cpu_s"):
+        med = {c: statistics.median(r[key] for r in rs) for c, rs in runs.items()}
+        print(
+            f"median {key}: {Path(big).name} {med[big]:.2f}, {Path(tiny).name} {med[tiny]:.2f}, "
+            f"difference {med[big] - med[tiny]:+.2f} s"
+        )
 
 
 def main() -> None:
@@ -588,7 +610,12 @@ def main() -> None:
     )
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--only", nargs="+", choices=list(ROWS), help="rows to run (default: all)")
-    p.add_argument("--gptlab-cmd", default=GPTLAB_CMD, help="template: {python} {corpus} {out}")
+    p.add_argument(
+        "--gptlab-cmd",
+        nargs="+",
+        default=[GPTLAB_CMD],
+        help="templates with {python} {corpus} {out}; each is a row (e, e2, ...)",
+    )
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--n", type=int, default=len(os.sched_getaffinity(0)), help="threads/processes")
     p.add_argument("--work", default="/tmp/corpora/work", help="outputs and logs (emptied per row)")
