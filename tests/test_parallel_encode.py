@@ -50,4 +50,18 @@ def test_the_ids_are_uint32_arrays_with_byte_counts():
     tok = CharTokenizer.from_corpus("héllo")
     with ParallelEncoder(tok, workers=1) as encoder:
         ((ids, n),) = next(encoder.map(iter([["héllo"]])))
-    assert ids.dtype == np.uint32 and n == len("héllo".encode())
+    assert ids.dtype == np.uint16 and n == len("héllo".encode())  # the shard dtype
+
+
+@needs_r50k
+def test_documents_keep_a_written_end_of_text_as_text_and_one_long_text_does_not():
+    """A web page containing "<|endoftext|>" must not end its document there; a text whose
+    author joined documents with it keeps them apart (GPT2Tokenizer.encode's convention)."""
+    from gptlab.tokenizer import GPT2Tokenizer
+
+    tok = GPT2Tokenizer()
+    text = "one<|endoftext|>two"
+    ((ids, _),) = next(ParallelEncoder(tok, workers=1).map(iter([[text]])))
+    assert tok.eot_id not in ids.tolist() and tok.decode(ids.tolist()) == text
+    ((ids, _),) = next(ParallelEncoder(tok, workers=1, ordinary=False).map(iter([[text]])))
+    assert tok.eot_id in ids.tolist()

@@ -220,7 +220,12 @@ def _prepare(
     eot = tokenizer.eot_id
     dtype = shard_dtype(tokenizer.vocab_size)
     small = total is not None and total < 8 * BATCH_CHARS
-    encoder = ParallelEncoder(tokenizer, workers=1 if small else workers, mode=mode)
+    # Documents are encoded as plain text (their separators are ours); one long text keeps
+    # any <|endoftext|> its author wrote into it as the separator it was meant to be.
+    ordinary = rule.mode != "tail"
+    encoder = ParallelEncoder(
+        tokenizer, workers=1 if small else workers, mode=mode, ordinary=ordinary
+    )
     index = start - 1
     try:
         with encoder:

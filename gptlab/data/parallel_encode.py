@@ -30,10 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from gptlab.data.shards import shard_dtype
 from gptlab.data.sources import DataError
 from gptlab.tokenizer import Tokenizer, tokenizer_from_dict
 
-Encoded = list[tuple[np.ndarray, int]]  # per text: its ids (uint32) and its UTF-8 byte count
+Encoded = list[
+    tuple[np.ndarray, int]
+]  # per text: its ids (the shard dtype) and its UTF-8 byte count
 MODES = ("auto", "threads", "processes", "inline")
 
 
@@ -44,12 +47,16 @@ def cpus_available() -> int:
     return os.cpu_count() or 1
 
 
-def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> Encoded:
+def encode_texts(tokenizer: Tokenizer, texts: list[str], ordinary: bool = True) -> Encoded:
+    """Each text's ids, in the dtype its shard stores (uint16 for GPT-2), and its UTF-8 bytes.
+
+    ``ordinary``: special tokens written in the text stay text (documents); without it,
+    ``<|endoftext|>`` written in one long text is the separator its author meant.
+    """
+    encode = tokenizer.encode_ordinary if ordinary else tokenizer.encode
+    dtype = shard_dtype(tokenizer.vocab_size)
     return [
-        (
-            np.asarray(tokenizer.encode(t), dtype=np.uint32),
-            len(t.encode("utf-8", errors="surrogatepass")),
-        )
+        (np.asarray(encode(t), dtype=dtype), len(t.encode("utf-8", errors="surrogatepass")))
         for t in texts
     ]
 
@@ -62,9 +69,9 @@ def _start_worker(data: dict[str, Any]) -> None:
     _worker_tokenizer = tokenizer_from_dict(data)
 
 
-def _encode_in_worker(texts: list[str]) -> Encoded:
+def _encode_in_worker(texts: list[str], ordinary: bool) -> Encoded:
     assert _worker_tokenizer is not None
-    return encode_texts(_worker_tokenizer, texts)
+    return encode_texts(_worker_tokenizer, texts, ordinary)
 
 
 def choose_mode(mode: str, workers: int) -> str:
@@ -79,8 +86,15 @@ def choose_mode(mode: str, workers: int) -> str:
 class ParallelEncoder:
     """``with ParallelEncoder(tok) as enc: for encoded in enc.map(batches): ...``"""
 
-    def __init__(self, tokenizer: Tokenizer, workers: int | None = None, mode: str = "auto"):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        workers: int | None = None,
+        mode: str = "auto",
+        ordinary: bool = True,
+    ) -> None:
         self.tokenizer = tokenizer
+        self.ordinary = ordinary
         self.workers = max(1, workers if workers is not None else cpus_available())
         self.mode = choose_mode(mode, self.workers)
         self._pool: Executor | None = None
@@ -97,13 +111,13 @@ class ParallelEncoder:
     def _submit(self, texts: list[str]) -> Future[Encoded]:
         assert self._pool is not None
         if self.mode == "threads":
-            return self._pool.submit(encode_texts, self.tokenizer, texts)
-        return self._pool.submit(_encode_in_worker, texts)
+            return self._pool.submit(encode_texts, self.tokenizer, texts, self.ordinary)
+        return self._pool.submit(_encode_in_worker, texts, self.ordinary)
 
     def map(self, batches: Iterable[list[str]]) -> Iterator[Encoded]:
         if self._pool is None:
             for texts in batches:
-                yield encode_texts(self.tokenizer, texts)
+                yield encode_texts(self.tokenizer, texts, self.ordinary)
             return
         pending: deque[Future[Encoded]] = deque()
         for texts in batches:

@@ -43,6 +43,15 @@ class Tokenizer(ABC):
     def encode(self, text: str) -> list[int]:
         """Turn text into ids."""
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Text -> ids with special tokens written in it encoded as plain text.
+
+        What a document of a corpus gets (llm.c's and nanoGPT's ``encode_ordinary``): the
+        token store puts the end-of-text id between documents itself, and a web page that
+        happens to contain ``<|endoftext|>`` must not end its document there.
+        """
+        return self.encode(text)
+
     @abstractmethod
     def decode(self, ids: list[int]) -> str:
         """Turn ids back into text."""

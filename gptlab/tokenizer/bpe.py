@@ -229,6 +229,9 @@ class BPETokenizer(Tokenizer):
             self._refuse_lost_text(text, ids)
         return ids
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        return self.encode(text, allowed_special="none")
+
     def encode_batch(
         self, texts: list[str], *, allowed_special: AllowedSpecial = "all", engine: Engine = "auto"
     ) -> list[list[int]]:

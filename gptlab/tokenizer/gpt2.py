@@ -50,6 +50,9 @@ class GPT2Tokenizer(Tokenizer):
         # "<|endoftext|>" written in the text is the document separator GPT-2 was trained with.
         return self._enc.encode(text, allowed_special={"<|endoftext|>"}, disallowed_special=())
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        return self._enc.encode_ordinary(text)
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return self._enc.encode_batch(
             texts,

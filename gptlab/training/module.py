@@ -125,6 +125,7 @@ class GPTLightningModule(L.LightningModule):
         """``train/loss``: the mean over the step's micro-batches and devices, the loss the step took."""
         trainer = self._attached_trainer()
         several = trainer is not None and trainer.world_size > 1
+        assert self.last_step_loss is not None
         self.log(
             "train/loss",
             self.last_step_loss,
