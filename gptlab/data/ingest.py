@@ -216,9 +216,8 @@ def _prepare(
     start = min(state[s].pieces_done for s in SPLITS)
     total = _total_bytes(source, single_text)
     pieces = _pieces(source, rule, start, single_text, errors)
-    bar = _progress_bar(total, progress, folder)
-    eot = tokenizer.eot_id
     dtype = shard_dtype(tokenizer.vocab_size)
+    eot_ids = None if tokenizer.eot_id is None else np.array([tokenizer.eot_id], dtype=dtype)
     small = total is not None and total < 8 * BATCH_CHARS
     # Documents are encoded as plain text (their separators are ours); one long text keeps
     # any <|endoftext|> its author wrote into it as the separator it was meant to be.
@@ -226,6 +225,9 @@ def _prepare(
     encoder = ParallelEncoder(
         tokenizer, workers=1 if small else workers, mode=mode, ordinary=ordinary
     )
+    bar = _progress_bar(
+        total, progress, folder
+    )  # after the workers are forked: tqdm starts a thread
     index = start - 1
     try:
         with encoder:
@@ -235,7 +237,7 @@ def _prepare(
                     split = state[piece.split]
                     if index < split.pieces_done:
                         continue  # already in a complete shard (the other split was behind)
-                    _append(folder, split, piece, ids, n_bytes, eot, tokenizer, dtype)
+                    _append(folder, split, piece, ids, n_bytes, eot_ids, tokenizer)
                     if split.open_tokens >= shard_tokens:
                         _close(folder, split, shards, index + 1)
                         _save_progress(folder, state, shards, source, identity)
@@ -300,24 +302,18 @@ def _append(
     piece: _Piece,
     ids: np.ndarray,
     n_bytes: int,
-    eot: int | None,
+    eot_ids: np.ndarray | None,
     tokenizer: Tokenizer,
-    dtype: np.dtype,
 ) -> None:
     if split.writer is None:
         path = folder / shard_name(split.name, split.next_shard)
         split.writer = ShardWriter(path, tokenizer.vocab_size)
         split.doc_starts = []
-    if len(ids) and int(ids.max()) >= tokenizer.vocab_size:
-        raise DataError(
-            f"the {tokenizer.kind} tokenizer produced id {int(ids.max())} although it has "
-            f"{tokenizer.vocab_size} ids; its file is inconsistent: rebuild or fix the tokenizer"
-        )
     if piece.new_doc:
         split.doc_starts.append(split.open_tokens)
         split.open_documents += 1
-    if piece.bos and eot is not None:
-        split.writer.write(np.array([eot], dtype=dtype))
+    if piece.bos and eot_ids is not None:
+        split.writer.write(eot_ids)
         split.open_tokens += 1
     split.writer.write(ids)
     split.open_tokens += len(ids)

@@ -6,9 +6,10 @@ batches are submitted ahead of the one being consumed, so memory stays bounded
 however long the corpus is (``multiprocessing.Pool.imap`` would read its whole input
 ahead). Three ways to run:
 
-- ``processes`` (what ``auto`` picks): worker processes (spawned, so nothing of the
-  parent's threads or CUDA state is inherited), each rebuilding the tokenizer from
-  ``to_dict()``. Measured faster than threads even for tiktoken, whose Rust core
+- ``processes`` (what ``auto`` picks): worker processes. On Linux, from a process with
+  no other thread, they are forked: they start at once with the parent's tokenizer
+  already loaded. Elsewhere (macOS, or a parent with threads, which fork could
+  deadlock) they are spawned and rebuild the tokenizer from ``to_dict()``. Measured faster than threads even for tiktoken, whose Rust core
   releases the GIL: every call takes it back to build the Python list of ids, so two
   threads on two cores reach ~1.2x one thread where two processes reach ~1.9x
   (``benchmarks/data_prepare.py``, RESULTS.md).
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -64,9 +67,18 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], ordinary: bool = True) 
 _worker_tokenizer: Tokenizer | None = None
 
 
-def _start_worker(data: dict[str, Any]) -> None:
+def _start_worker(tokenizer: Tokenizer | dict[str, Any]) -> None:
     global _worker_tokenizer
-    _worker_tokenizer = tokenizer_from_dict(data)
+    _worker_tokenizer = (
+        tokenizer if isinstance(tokenizer, Tokenizer) else tokenizer_from_dict(tokenizer)
+    )
+
+
+def _start_method() -> str:
+    """fork where it is safe and fast (Linux, no other thread alive), else spawn."""
+    if sys.platform == "linux" and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
 
 
 def _encode_in_worker(texts: list[str], ordinary: bool) -> Encoded:
@@ -101,11 +113,12 @@ class ParallelEncoder:
         if self.mode == "threads":
             self._pool = ThreadPoolExecutor(self.workers)
         elif self.mode == "processes":
+            method = _start_method()
             self._pool = ProcessPoolExecutor(
                 self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=multiprocessing.get_context(method),
                 initializer=_start_worker,
-                initargs=(tokenizer.to_dict(),),
+                initargs=(tokenizer if method == "fork" else tokenizer.to_dict(),),
             )
 
     def _submit(self, texts: list[str]) -> Future[Encoded]:

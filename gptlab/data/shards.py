@@ -24,6 +24,7 @@ import numpy as np
 
 from gptlab.data.sources import DataError
 
+FLUSH_IDS = 1 << 20  # a writer gathers appends until this many ids, then writes them at once
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 FORMATS: dict[int, tuple[int, np.dtype]] = {  # magic -> (version, dtype)
@@ -95,8 +96,9 @@ def open_raw_ids(path: str | Path, dtype: str = "uint16") -> np.ndarray:
 class ShardWriter:
     """Write one shard by appending ids, in bounded memory; ``close()`` makes it appear whole.
 
-    The ids go to ``<name>.tmp`` behind a placeholder header; ``close`` writes the real
-    header, flushes to disk and renames the file into place. ``sha256`` is the hash of
+    The ids go to ``<name>.tmp`` behind a placeholder header (a document's few hundred ids
+    are gathered and written a million at a time); ``close`` writes the real header,
+    flushes to disk and renames the file into place. ``sha256`` is the hash of
     the ids (not the header), so a store's manifest can say what each shard must hold.
     """
 
@@ -105,6 +107,10 @@ class ShardWriter:
         self.dtype = shard_dtype(vocab_size)
         self.vocab_size = vocab_size
         self.n_tokens = 0
+        self._pending: list[
+            np.ndarray
+        ] = []  # small appends, written together (one call per ~1M ids)
+        self._pending_ids = 0
         self._hash = hashlib.sha256()
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,16 +118,34 @@ class ShardWriter:
         self._file.write(b"\0" * HEADER_BYTES)
 
     def write(self, ids: np.ndarray) -> None:
+        """Append ``ids``; an id past the vocabulary is refused before anything of them is written."""
+        self._pending.append(np.asarray(ids))
+        self._pending_ids += len(ids)
+        self.n_tokens += len(ids)
+        if self._pending_ids >= FLUSH_IDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        ids = np.concatenate(self._pending)
+        self._pending, self._pending_ids = [], 0
+        if len(ids) and int(ids.max()) >= self.vocab_size:
+            raise DataError(
+                f"the tokenizer produced id {int(ids.max())} although it has {self.vocab_size:,} ids; "
+                "its file is inconsistent: rebuild or fix the tokenizer"
+            )
         data = np.ascontiguousarray(ids, dtype=self.dtype).tobytes()
         self._file.write(data)
         self._hash.update(data)
-        self.n_tokens += len(ids)
 
     @property
     def sha256(self) -> str:
+        self._flush()
         return self._hash.hexdigest()
 
     def close(self) -> None:
+        self._flush()
         header = np.zeros(HEADER_INTS, dtype="<i4")
         magic = _magic_for(self.dtype)
         header[0], header[1], header[2] = magic, FORMATS[magic][0], self.n_tokens
