@@ -46,7 +46,9 @@ from gptlab.data.sources import DataError
 from gptlab.data.store import (
     FORMAT,
     FORMAT_VERSION,
+    LOCK,
     MANIFEST,
+    PROGRESS,
     SPLITS,
     docs_name,
     read_manifest,
@@ -55,8 +57,6 @@ from gptlab.data.store import (
 from gptlab.tokenizer import Tokenizer
 from gptlab.utils.io import atomic_open, atomic_write_text
 
-PROGRESS = "progress.json"
-LOCK = "prepare.lock"
 SPLIT_MODES = ("hash", "first", "tail")
 BATCH_CHARS = (
     1 << 20

@@ -38,6 +38,8 @@ from gptlab.data.token_view import TokenView
 FORMAT = "gptlab-token-store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+PROGRESS = "progress.json"  # what a prepare that has not finished has written so far
+LOCK = "prepare.lock"  # held by the process preparing the store
 SPLITS = ("train", "val")
 VERIFY_LIMIT = 256 << 20  # verify the ids' sha256 on open for stores up to this many bytes
 
@@ -201,12 +203,6 @@ def _doc_starts(path: Path) -> np.ndarray:
 
 
 # -- shards written by other tools ----------------------------------------------------------
-PREPARING = (
-    "progress.json",
-    "prepare.lock",
-)  # what a gptlab prepare leaves in a store it has not finished
-
-
 def looks_like_shards(folder: Path) -> bool:
     """A folder of shards another tool wrote (llm.c's ``*train*.bin``/``*val*.bin``, nanoGPT's pair).
 
@@ -216,7 +212,7 @@ def looks_like_shards(folder: Path) -> bool:
     return (
         folder.is_dir()
         and any(folder.glob("*.bin"))
-        and not any((folder / name).exists() for name in (MANIFEST, *PREPARING))
+        and not any((folder / name).exists() for name in (MANIFEST, PROGRESS, LOCK))
     )
 
 
