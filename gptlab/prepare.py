@@ -26,15 +26,21 @@ from gptlab.cli import entry_point
 
 def prepare(cfg: DictConfig) -> dict[str, Any]:
     """Prepare (or open) the token store of ``cfg.data`` for ``cfg.tokenizer``; return a summary."""
-    from gptlab.data.corpus import Corpus, build_tokenizer, corpus_settings, mixture_parts
+    from gptlab.data.corpus import (
+        Corpus,
+        build_tokenizer,
+        corpus_settings,
+        mixture_parts,
+        training_corpora,
+    )
     from gptlab.data.store import open_store, read_manifest
 
     start = time.perf_counter()
     settings: dict[str, Any] = OmegaConf.to_container(cfg.data, resolve=True)  # type: ignore[assignment]
     base = corpus_settings(settings)
-    corpus = Corpus(**base)
-    base.pop("name")
-    corpora = [c for c, _ in mixture_parts(corpus.name, base, settings.get("mixture"))] or [corpus]
+    name = base.pop("name")
+    corpus = Corpus(name, **base)
+    corpora = training_corpora(corpus, mixture_parts(name, base, settings.get("mixture")))
     tokenizer = build_tokenizer(hydra.utils.instantiate(cfg.tokenizer), corpus)
     summaries = []
     for part in corpora:

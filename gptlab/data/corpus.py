@@ -86,7 +86,7 @@ class Corpus:
         self.source = source
         self.path = path
         self.url, self.sha256, self.filename = url, sha256, filename
-        self.format, self.text_field = kind, text_field
+        self.kind_setting, self.text_field = kind, text_field
         self.on_bad_record, self.errors = on_bad_record, errors
         self.subset, self.hf_split, self.revision = subset, split, revision
         self.data_files = list(data_files) if data_files else None
@@ -101,10 +101,20 @@ class Corpus:
         self.workers, self.encode_mode, self.verify = workers, encode_mode, verify
         self._source: Any = None
         self._text: str | None = None
+        # Looked up once: a download is checked against its sha256 on every lookup, and the
+        # identity a run records must be that of the data its store was made from.
+        self._path: tuple[Path | None] | None = None
+        self._kind: str | None = None
+        self._identity: tuple[str, dict[str, Any] | None] | None = None
 
     # -- the documents --------------------------------------------------------------------
     def local_path(self) -> Path | None:
         """The file or folder the text comes from (downloading it first for ``source=url``)."""
+        if self._path is None:
+            self._path = (self._find_path(),)
+        return self._path[0]
+
+    def _find_path(self) -> Path | None:
         if self.path:
             return Path(self.path).expanduser()
         if self.source == "url":
@@ -120,6 +130,11 @@ class Corpus:
 
     def kind(self) -> str:
         """What the source holds: text, jsonl, parquet, hf, embedded, or tokens already."""
+        if self._kind is None:
+            self._kind = self._detect_kind()
+        return self._kind
+
+    def _detect_kind(self) -> str:
         from gptlab.data.documents import detect_kind
 
         if self.source == "hf" and not self.path:
@@ -127,8 +142,8 @@ class Corpus:
         path = self.local_path()
         if path is None:
             return "embedded"
-        if self.format != "auto":
-            return self.format
+        if self.kind_setting != "auto":
+            return self.kind_setting
         if not path.exists():
             raise DataError(f"the corpus {path} does not exist; check data.path")
         return detect_kind(path)
@@ -218,15 +233,21 @@ class Corpus:
     def identity(self, tokenizer: Tokenizer) -> dict[str, Any] | None:
         """What decides the store's ids: the source, the tokenizer and the split (cheap to compute).
 
-        None for shards other tools wrote, which carry no such record.
+        None for shards other tools wrote, which carry no such record. Computed once per
+        tokenizer: a checkpoint records the data its store was made from, even when the
+        files change during the run.
         """
-        if self.is_tokens():
-            return None
-        return {
-            "source": self.documents().fingerprint(),
-            "tokenizer": tokenizer.fingerprint(),
-            "split": vars(self.rule()),
-        }
+        fingerprint = tokenizer.fingerprint()
+        if self._identity is None or self._identity[0] != fingerprint:
+            identity = None
+            if not self.is_tokens():
+                identity = {
+                    "source": self.documents().fingerprint(),
+                    "tokenizer": fingerprint,
+                    "split": vars(self.rule()),
+                }
+            self._identity = (fingerprint, identity)
+        return self._identity[1]
 
     def store_folder(self, tokenizer: Tokenizer) -> Path:
         if self.store:
@@ -258,7 +279,9 @@ class Corpus:
             )
         store = open_store(folder, tokenizer.fingerprint(), verify=self.verify)
         if self.store:  # a chosen folder may hold a store of another corpus
-            _check_same_source(store, self.documents().fingerprint(), self.describe())
+            identity = self.identity(tokenizer)
+            assert identity is not None
+            _check_same_source(store, identity["source"], self.describe())
         return store
 
 
@@ -283,6 +306,11 @@ def mixture_parts(
         part_name = entry.pop("name", None) or f"{name}-part{i}"
         parts.append((Corpus(part_name, **{**base, **entry}), float(weight)))
     return parts
+
+
+def training_corpora(corpus: Corpus, mixture: list[tuple[Corpus, float]]) -> list[Corpus]:
+    """The corpora a run trains on: the mixture's parts when there is one, else the corpus."""
+    return [c for c, _ in mixture] or [corpus]
 
 
 def build_tokenizer(factory: Any, corpus: Corpus) -> Tokenizer:

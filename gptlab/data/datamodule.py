@@ -32,7 +32,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from gptlab.data.corpus import Corpus, build_tokenizer, mixture_parts
+from gptlab.data.corpus import Corpus, build_tokenizer, mixture_parts, training_corpora
 from gptlab.data.loader_settings import check_num_workers
 from gptlab.data.parallel_encode import cpus_available
 from gptlab.data.sources import DataError
@@ -117,7 +117,7 @@ class TextDataModule(L.LightningDataModule):
         self.start_chunk = 0  # the first chunk of the global order to draw; a resumed run sets it
 
     def corpora(self) -> list[Corpus]:
-        return [c for c, _ in self.mixture] or [self.corpus]
+        return training_corpora(self.corpus, self.mixture)
 
     # -- corpus and tokenizer ---------------------------------------------------------
     @property
