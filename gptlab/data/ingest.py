@@ -225,9 +225,8 @@ def _prepare(
     encoder = ParallelEncoder(
         tokenizer, workers=1 if small else workers, mode=mode, ordinary=ordinary
     )
-    bar = _progress_bar(
-        total, progress, folder
-    )  # after the workers are forked: tqdm starts a thread
+    # The bar comes after the workers are forked: tqdm starts a thread.
+    bar = _progress_bar(total, progress, folder)
     index = start - 1
     try:
         with encoder:
