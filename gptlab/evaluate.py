@@ -22,6 +22,16 @@ prints the numbers before it writes the JSON: when the JSON cannot be written (a
 read-only folder, ``output=`` a folder, a full disk) the numbers are already on stdout,
 one ``error:`` line on stderr says where they could not go, and the exit status is 1.
 ``evaluate(cfg)`` does the work and returns the numbers; ``main`` is the Hydra wrapper.
+
+**Benchmarks.** ``task=<name>`` (a file in ``gptlab/conf/task/``: hellaswag, piqa,
+arc_easy, ..., or the ``core`` suite) scores the model zero- or few-shot instead, and
+``tasks=[a,b]`` several at once; ``hf=<folder or hub name>`` loads Hugging Face GPT-2
+weights instead of ``ckpt=``; ``limit=N`` scores a fixed subset of N items per task.
+The work is ``gptlab.evaluation``'s; the JSON (summary and per-item outcomes) goes beside
+the checkpoint as ``<ckpt>.eval-<task>.json``.
+
+    python -m gptlab.evaluate task=hellaswag ckpt=outputs/.../checkpoints/last.ckpt
+    python -m gptlab.evaluate task=core hf=gpt2 limit=500
 """
 
 from __future__ import annotations
@@ -124,6 +134,8 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     """
     from gptlab.checkpoint import CheckpointError, load_model
 
+    if cfg.get("task") or cfg.get("tasks"):
+        return evaluate_downstream(cfg, write)
     if not cfg.get("ckpt"):
         raise ConfigError(
             "ckpt=<path to a .ckpt file> is required, e.g. ckpt=outputs/<date>/<time>/checkpoints/last.ckpt"
@@ -178,6 +190,134 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     return result
 
 
+def _load_for_tasks(cfg: DictConfig, device: torch.device):
+    """The model to score: ``ckpt=`` (any kind ``load_model`` reads) or ``hf=`` (folder or hub name)."""
+    from gptlab.checkpoint import CheckpointError, load_model
+
+    if bool(cfg.get("ckpt")) == bool(cfg.get("hf")):
+        raise ConfigError(
+            "give exactly one of ckpt=<a .ckpt file or export folder> and hf=<a Hugging Face GPT-2 "
+            "folder or hub name, e.g. gpt2>"
+        )
+    if cfg.get("ckpt"):
+        loaded = load_model(cfg.ckpt, map_location=device)
+    else:
+        loaded = load_model(resolve_hf(str(cfg.hf)), map_location=device, kind="hf")
+    bad = loaded.first_nonfinite_weight()
+    if bad is not None:
+        raise CheckpointError(
+            f"{loaded.path} cannot be scored: its weights are not finite ({bad} holds NaN or inf)"
+        )
+    return loaded
+
+
+def resolve_hf(name: str) -> Path:
+    """A local Hugging Face folder as it is, or a hub name (``gpt2``) downloaded once into HF's cache."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(
+                name, allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin"]
+            )
+        )
+    except ImportError:
+        raise ConfigError(
+            f"hf={name} is not a folder here, and huggingface_hub is not installed to download it; "
+            "pip install huggingface_hub, or pass the folder of a saved GPT-2"
+        ) from None
+    except (
+        Exception
+    ) as e:  # offline, unknown repo, no permission: one sentence, not the hub's traceback
+        raise ConfigError(
+            f"hf={name} is not a folder here and could not be downloaded from the Hugging Face hub "
+            f"({type(e).__name__}); connect to the network or pass a local folder"
+        ) from None
+
+
+def _task_specs(cfg: DictConfig) -> list[Any]:
+    specs: list[Any] = []
+    if cfg.get("task"):
+        specs.append(cfg.task)
+    specs.extend(cfg.get("tasks") or [])
+    return specs
+
+
+def evaluate_downstream(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
+    """Score a model on benchmark tasks (``task=`` / ``tasks=``) and return the results dict."""
+    from gptlab.evaluation.evaluator import Selection, evaluate_loaded, load_tasks
+
+    if int(cfg.batch_size) < 1:
+        raise ConfigError(f"batch_size={cfg.batch_size} must be at least 1")
+    limit = cfg.get("limit")
+    if limit is not None and int(limit) < 1:
+        raise ConfigError(f"limit={limit} must be a positive number of items (or null for all)")
+    device = pick_device(cfg.get("device"))
+    loaded = _load_for_tasks(cfg, device)
+    tasks, suites = load_tasks(_task_specs(cfg), cache_dir=cfg.paths.data_dir)
+    start = time.perf_counter()
+    results = evaluate_loaded(
+        loaded.model,
+        loaded.tokenizer,
+        tasks,
+        suites,
+        batch_size=int(cfg.batch_size),
+        selection=Selection(limit=int(limit) if limit else None),
+        progress=bool(cfg.progress),
+    )
+    results = {
+        "model": str(loaded.path),
+        "kind": loaded.kind,
+        "limit": limit,
+        **results,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    names = [t.name for t in tasks if "/" not in t.name] + list(suites)
+    label = (
+        "+".join(n.replace("/", "_") for n in names) if len(names) <= 3 else f"{len(names)}tasks"
+    )
+    if cfg.get("output"):
+        results["output"] = str(Path(cfg.output))
+    elif cfg.get("ckpt"):
+        ckpt = Path(cfg.ckpt)
+        results["output"] = str(ckpt.with_name(f"{ckpt.stem}.eval-{label}.json"))
+    else:
+        results["output"] = str(Path.cwd() / f"eval-{Path(str(cfg.hf)).name}-{label}.json")
+    if write:
+        write_task_results(results)
+    return results
+
+
+def write_task_results(results: dict[str, Any]) -> None:
+    from gptlab.evaluation import results as result_file
+
+    result_file.write(results["output"], {k: v for k, v in results.items() if k != "output"})
+
+
+def format_task_results(results: dict[str, Any]) -> str:
+    """One line per task (accuracy ± standard error per rule, bits per byte) and per suite."""
+    lines = []
+    for name, r in results["tasks"].items():
+        m = r["metrics"]
+        rules = " | ".join(
+            f"{rule} {m[rule]:.4f} ± {m[rule + '_se']:.4f}"
+            for rule in ("acc", "acc_norm", "acc_char")
+            if rule in m
+        )
+        extra = f" | truncated {r['truncated']}" if r["truncated"] else ""
+        lines.append(
+            f"{name}: {r['n']:,} items | {rules} | bpb {m['bpb']:.4f} | centred {r['centered']:.4f}{extra}"
+        )
+    for name, s in results["suites"].items():
+        lines.append(
+            f"{name}: {s['score']:.4f} ± {s['se']:.4f} (mean centred score of {len(s['tasks'])} tasks)"
+        )
+    return "\n".join(lines)
+
+
 def output_path(cfg: DictConfig, data_name: str) -> Path:
     """Where the JSON goes: ``output=``, else beside the checkpoint."""
     return (
@@ -208,20 +348,30 @@ def _default_output(ckpt: Path, data_name: str, split: str) -> Path:
 @entry_point
 def main(cfg: DictConfig) -> None:
     r = evaluate(cfg, write=False)
+    if "tasks" in r:
+        print(format_task_results(r), flush=True)
+        _save_or_say(lambda: write_task_results(r))
+        print(f"wrote {r['output']}")
+        return
     print(
         f"{r['data']} {r['split']}: {r['predicted_tokens']:,} tokens | loss {r['loss']:.4f} | "
         f"perplexity {r['perplexity']:.3f} | bpb {r['bpb']:.4f} | {r['seconds']:.1f}s",
         flush=True,
     )
+    _save_or_say(lambda: write_result(r))
+    print(f"wrote {r['output']}")
+
+
+def _save_or_say(save) -> None:
+    """Write the JSON; the numbers are on stdout already, so a failure only says where they could not go."""
     try:
-        write_result(r)
-    except Exception as e:  # the numbers are on stdout already; say where they could not go
+        save()
+    except Exception as e:
         message = user_message(e)
         if message is None:
             raise
         print(f"error: the numbers above were not saved: {message}", file=sys.stderr)
         sys.exit(1)
-    print(f"wrote {r['output']}")
 
 
 if __name__ == "__main__":

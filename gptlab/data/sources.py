@@ -58,14 +58,22 @@ def _read_file(path: Path, encoding: str, errors: str) -> str:
         ) from None
 
 
-def download(url: str, dest: str | Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
+def download(
+    url: str,
+    dest: str | Path,
+    sha256: str | None = None,
+    timeout: float = 60.0,
+    git_sha1: str | None = None,
+) -> Path:
     """Fetch ``url`` to ``dest`` once; later calls reuse the cached file if its checksum holds.
 
     The download goes to a temporary file that only replaces ``dest`` after the
     checksum matched, so an interrupted or tampered download never looks cached.
+    ``git_sha1`` is the file's git blob id (what ``git ls-tree`` prints): the checksum a
+    file served from a git repository carries when nobody published its sha256.
     """
     dest = Path(dest)
-    if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256):
+    if dest.is_file() and _matches(dest, sha256, git_sha1):
         return dest
     if dest.is_file():  # cached file that no longer matches: remove it and fetch again
         dest.unlink()
@@ -90,7 +98,29 @@ def download(url: str, dest: str | Path, sha256: str | None = None, timeout: flo
             f"could not download {url} ({e}); connect to the network, or put a copy at {dest} "
             "(or anywhere, and set data.path)"
         ) from None
+    if git_sha1 is not None and (found := git_blob_sha1(dest)) != git_sha1:
+        dest.unlink()  # the blob id needs the size first, so it is checked once the file is whole
+        raise DataError(
+            f"the file downloaded from {url} has git blob id {found}, expected {git_sha1}; "
+            "it was not kept. Retry later, or download it yourself and give its path"
+        )
     return dest
+
+
+def git_blob_sha1(path: str | Path) -> str:
+    """The id git gives the file's content: sha1 of ``b"blob <size>\\0"`` and the bytes."""
+    path = Path(path)
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _matches(path: Path, sha256: str | None, git_sha1: str | None) -> bool:
+    return (sha256 is None or sha256_file(path) == sha256) and (
+        git_sha1 is None or git_blob_sha1(path) == git_sha1
+    )
 
 
 def default_cache_dir() -> Path:

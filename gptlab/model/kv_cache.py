@@ -68,3 +68,14 @@ class KVCache:
     def reset(self) -> None:
         """Empty the cache (the memory is kept and overwritten by the next use)."""
         self.pos = 0
+
+    def select(self, rows: torch.Tensor) -> KVCache:
+        """A new cache holding batch rows ``rows`` of this one (a row may repeat).
+
+        Scoring uses it to run a shared context once and continue it with each of its
+        choices: one copy of the context's keys and values per choice.
+        """
+        out = KVCache.__new__(KVCache)
+        out.k, out.v = self.k.index_select(1, rows), self.v.index_select(1, rows)
+        out.max_len, out.batch_size, out.pos = self.max_len, len(rows), self.pos
+        return out

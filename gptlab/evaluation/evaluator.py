@@ -1,0 +1,191 @@
+"""Score a model on tasks and suites: prompts to requests, requests to scores, scores to numbers.
+
+``evaluate_tasks(model, tokenizer, ["hellaswag", "core"])`` returns a ``results`` dict
+(the format ``gptlab.evaluation.results`` writes and ``gptlab.compare`` reads): per task
+its accuracies with standard errors, bits per byte, the centred score, how many
+requests were truncated, and per item whether each rule got it right (what a paired
+test between two models needs). A suite (``core``) adds the mean of its members'
+centred scores. ``limit`` scores a fixed subset: the first ``limit`` items after the
+task's own seeded shuffle, so every evaluation of a run sees the same items. ``rank``
+and ``world_size`` give each process every ``world_size``-th item; the caller gathers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gptlab.errors import GptlabError
+from gptlab.evaluation.metrics import judge, summarize
+from gptlab.evaluation.scorer import Request, Scorer, encode_pair
+from gptlab.evaluation.tasks import Item, Task, TaskError, load_task, suite_members, task_config
+
+
+@dataclass
+class Selection:
+    """Which items of a task to score: a prefix of ``limit`` items, split across ranks."""
+
+    limit: int | None = None
+    rank: int = 0
+    world_size: int = 1
+
+    def pick(self, items: list[Item]) -> list[Item]:
+        items = items[: self.limit] if self.limit else items
+        return items[self.rank :: self.world_size]
+
+
+def task_requests(task: Task, items: Sequence[Item], tokenizer) -> list[list[Request]]:
+    """One list of requests per item (its choices), encoded with the model's tokenizer."""
+    prefix = getattr(tokenizer, "eot_id", None)
+    out = []
+    for item in items:
+        try:
+            out.append(
+                [
+                    encode_pair(tokenizer, c, k, prefix, task.config.prepend_bos)
+                    for c, k in item.pairs
+                ]
+            )
+        except GptlabError as e:
+            if isinstance(e, TaskError):
+                raise
+            raise TaskError(
+                f"the model's tokenizer cannot encode item {item.index} of task {task.name} ({e}); "
+                "evaluate a model whose tokenizer covers the task's text (a byte-level BPE such as gpt2)"
+            ) from None
+    return out
+
+
+def score_task(
+    task: Task,
+    scorer: Scorer,
+    tokenizer,
+    selection: Selection | None = None,
+) -> dict[str, Any]:
+    """The numbers for one task and the per-item outcomes (for this rank's share of items)."""
+    selection = selection or Selection()
+    items = selection.pick(task.items)
+    start = time.perf_counter()
+    per_item = task_requests(task, items, tokenizer)
+    flat = [r for reqs in per_item for r in reqs]
+    scores = scorer.score(flat)
+    outcomes, at = [], 0
+    for item, reqs in zip(items, per_item):
+        outcomes.append(judge(item, scores[at : at + len(reqs)], task.config.kind))
+        at += len(reqs)
+    result = summarize(outcomes, task.config.random_baseline, task.config.primary_metric)
+    result.update(
+        kind=task.config.kind,
+        num_fewshot=task.config.num_fewshot,
+        truncated=sum(s.truncated for s in scores),
+        requests=len(flat),
+        tokens=sum(len(r.context) + len(r.continuation) for r in flat),
+        seconds=round(time.perf_counter() - start, 3),
+        items={
+            "index": [it.index for it in items],
+            **{k: [o[k] for o in outcomes] for k in outcomes[0] if k not in ("nats", "bytes")},
+            "nats": [round(o["nats"], 6) for o in outcomes],
+            "bytes": [o["bytes"] for o in outcomes],
+        },
+    )
+    return result
+
+
+def load_tasks(
+    specs: Sequence[Any], cache_dir: str | None = None, **overrides: Any
+) -> tuple[list[Task], dict[str, list[str]]]:
+    """The tasks to score (suites replaced by their members) and each suite's member names.
+
+    ``overrides`` (e.g. ``path=`` a local copy of the data) apply to a single task only.
+    """
+    flat: list[Any] = []
+    suites: dict[str, list[str]] = {}
+    for spec in specs:
+        members = suite_members(spec)
+        if members is None:
+            flat.append(spec)
+        else:
+            suites[str(task_config(spec)["name"])] = [m["name"] for m in members]
+            flat.extend(members)
+    if overrides and len(flat) > 1:
+        raise TaskError(
+            f"settings {', '.join(overrides)} apply to one task, but {len(flat)} tasks were asked for; "
+            "give them in each task's YAML instead"
+        )
+    return [load_task(spec, cache_dir, **overrides) for spec in flat], suites
+
+
+def evaluate_loaded(
+    model: torch.nn.Module,
+    tokenizer,
+    tasks: Sequence[Task],
+    suites: dict[str, list[str]] | None = None,
+    batch_size: int = 32,
+    selection: Selection | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score ``model`` on tasks already loaded (the in-loop callback loads them once)."""
+    scorer = Scorer(model, batch_size=batch_size, progress=progress)
+    results: dict[str, Any] = {
+        "tasks": {t.name: score_task(t, scorer, tokenizer, selection) for t in tasks}
+    }
+    results["suites"] = {
+        name: suite_score(results["tasks"], members) for name, members in (suites or {}).items()
+    }
+    return results
+
+
+def evaluate_tasks(
+    model: torch.nn.Module,
+    tokenizer,
+    tasks: Sequence[Any],
+    batch_size: int = 32,
+    limit: int | None = None,
+    cache_dir: str | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Score ``model`` on every task (names, YAML paths or settings; suites expand)."""
+    loaded, suites = load_tasks(tasks, cache_dir, **overrides)
+    return evaluate_loaded(model, tokenizer, loaded, suites, batch_size, Selection(limit), progress)
+
+
+def combine(parts: Sequence[dict[str, Any]], tasks: Sequence[Task]) -> dict[str, Any]:
+    """One result from each rank's share of the items (the per-item outcomes are merged)."""
+    out = dict(parts[0])
+    by_task = {}
+    for task in tasks:
+        shares = [p["tasks"][task.name] for p in parts]
+        items = {k: [v for s in shares for v in s["items"][k]] for k in shares[0]["items"]}
+        order = sorted(range(len(items["index"])), key=items["index"].__getitem__)
+        items = {k: [v[i] for i in order] for k, v in items.items()}
+        keys = [k for k in items if k != "index"]
+        outcomes = [{k: items[k][i] for k in keys} for i in range(len(order))]
+        merged = summarize(outcomes, task.config.random_baseline, task.config.primary_metric)
+        merged.update({k: shares[0][k] for k in ("kind", "num_fewshot")})
+        for k in ("truncated", "requests", "tokens"):
+            merged[k] = sum(s[k] for s in shares)
+        merged["seconds"] = max(s["seconds"] for s in shares)
+        merged["items"] = items
+        by_task[task.name] = merged
+    out["tasks"] = by_task
+    out["suites"] = {
+        name: suite_score(by_task, suite["tasks"])
+        for name, suite in parts[0].get("suites", {}).items()
+    }
+    return out
+
+
+def suite_score(task_results: dict[str, Any], members: Sequence[str]) -> dict[str, Any]:
+    """A suite's score: the mean of its members' centred scores (and its standard error)."""
+    centered = [task_results[m]["centered"] for m in members]
+    ses = [task_results[m]["centered_se"] for m in members]
+    return {
+        "score": sum(centered) / len(centered),
+        "se": (sum(se * se for se in ses) ** 0.5) / len(ses),
+        "tasks": list(members),
+    }
