@@ -64,6 +64,7 @@ def download(
     sha256: str | None = None,
     timeout: float = 60.0,
     git_sha1: str | None = None,
+    setting: str = "data.path",
 ) -> Path:
     """Fetch ``url`` to ``dest`` once; later calls reuse the cached file if its checksum holds.
 
@@ -71,6 +72,7 @@ def download(
     checksum matched, so an interrupted or tampered download never looks cached.
     ``git_sha1`` is the file's git blob id (what ``git ls-tree`` prints): the checksum a
     file served from a git repository carries when nobody published its sha256.
+    ``setting`` is the config key that points at a local copy instead (named in errors).
     """
     dest = Path(dest)
     if dest.is_file() and _matches(dest, sha256, git_sha1):
@@ -89,20 +91,20 @@ def download(
             if sha256 is not None and h.hexdigest() != sha256:
                 raise DataError(
                     f"the file downloaded from {url} has sha256 {h.hexdigest()}, expected {sha256}; "
-                    "it was not kept. Retry later, or download it yourself and set data.path"
+                    f"it was not kept. Retry later, or download it yourself and set {setting}"
                 )
     except DataError:
         raise
     except OSError as e:
         raise DataError(
             f"could not download {url} ({e}); connect to the network, or put a copy at {dest} "
-            "(or anywhere, and set data.path)"
+            f"(or anywhere, and set {setting})"
         ) from None
     if git_sha1 is not None and (found := git_blob_sha1(dest)) != git_sha1:
         dest.unlink()  # the blob id needs the size first, so it is checked once the file is whole
         raise DataError(
             f"the file downloaded from {url} has git blob id {found}, expected {git_sha1}; "
-            "it was not kept. Retry later, or download it yourself and give its path"
+            f"it was not kept. Retry later, or download it yourself and set {setting}"
         )
     return dest
 

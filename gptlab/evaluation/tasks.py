@@ -178,14 +178,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
     node = OmegaConf.load(path)
     bases = [d for d in node.pop("defaults", []) if d != "_self_"]
-    merged = OmegaConf.merge(*(_read_yaml(path.with_name(f"{b}.yaml")) for b in bases), node)
+    # A base is looked up beside the file first, then among the shipped tasks.
+    files = [path.with_name(f"{b}.yaml") for b in bases]
+    files = [f if f.is_file() else TASK_DIR / f.name for f in files]
+    merged = OmegaConf.merge(*(_read_yaml(f) for f in files), node)
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
 
 def parse_config(raw: dict[str, Any]) -> TaskConfig:
     """A ``TaskConfig`` from settings, refusing unknown keys by name."""
     known = {f.name for f in fields(TaskConfig)}
-    unknown = sorted(set(raw) - known - {"tasks", "suite", "limit"})
+    unknown = sorted(set(raw) - known - {"tasks", "suite", "exclude"})
     name = raw.get("name", "?")
     if unknown:
         raise TaskError(
@@ -218,7 +221,9 @@ def data_file(config: TaskConfig, cache_dir: str | Path | None = None) -> Path:
     # One folder per file content (or address), so tasks that share a file share its download.
     key = (config.git_sha1 or config.sha256 or hashlib.sha256(config.url.encode()).hexdigest())[:16]
     dest = Path(cache_dir or default_cache_dir()) / "tasks" / key / name
-    return download(config.url, dest, sha256=config.sha256, git_sha1=config.git_sha1)
+    return download(
+        config.url, dest, sha256=config.sha256, git_sha1=config.git_sha1, setting="task.path"
+    )
 
 
 def read_records(path: Path, task: str) -> list[dict[str, Any]]:
@@ -358,5 +363,20 @@ def suite_members(spec: str | dict[str, Any] | Any) -> list[dict[str, Any]] | No
     members = raw.get("tasks")
     if not members:
         return None
-    shared = {k: v for k, v in raw.items() if k not in ("tasks", "name", "suite", "description")}
-    return [{**shared, **m, "name": f"{raw['name']}/{m['name']}"} for m in members]
+    exclude = set(raw.get("exclude") or [])
+    unknown = exclude - {m["name"] for m in members}
+    if unknown:
+        raise TaskError(
+            f"suite {raw['name']}: exclude names {', '.join(sorted(unknown))}, which are not among "
+            f"its tasks ({', '.join(m['name'] for m in members)})"
+        )
+    shared = {
+        k: v
+        for k, v in raw.items()
+        if k not in ("tasks", "name", "suite", "description", "exclude")
+    }
+    return [
+        {**shared, **m, "name": f"{raw['name']}/{m['name']}"}
+        for m in members
+        if m["name"] not in exclude
+    ]
