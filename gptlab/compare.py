@@ -5,6 +5,13 @@
     python -m gptlab.compare outputs/multirun/... baseline="model.pos=learned"   # seeds + p-values
     python -m gptlab.compare outputs/multirun/... x=flops at_flops=1e15           # compute-matched
     python -m gptlab.compare source=wandb project=gptlab group=2025-01-31/12-00-00-000000
+    python -m gptlab.compare outputs/multirun/... tasks=[hellaswag,core] task_metric=acc
+
+Runs that hold downstream results (``<run>/downstream/step-<N>.json`` from the in-loop
+evaluation, ``<run>/checkpoints/*.eval-<task>.json`` from ``python -m gptlab.evaluate
+task=...``) get a column per task (accuracy ± standard error) and per suite; with a
+baseline, or two configurations, a McNemar test per task on the items both scored
+says which differences are above the noise.
 
 Positional arguments are run folders, sweep folders or globs; ``key=value`` arguments
 set the options documented in ``gptlab/conf/compare.yaml`` (the same spelling as Hydra
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +32,20 @@ from omegaconf import OmegaConf
 
 from gptlab.analysis import CompareError
 from gptlab.analysis.curves import check_x, curve
+from gptlab.analysis.downstream import check_metric, load_downstream, parse_tasks, select_columns
 from gptlab.analysis.report import (
+    DownstreamTable,
     Group,
     Options,
+    PairedTest,
     apply_baseline,
     common_overrides,
     format_table,
+    group_downstream,
     group_rows,
+    noise_lines,
+    paired_rows,
+    paired_tests,
     run_rows,
     seed_groups,
     short,
@@ -52,6 +66,8 @@ class Comparison:
     text: str
     csv_path: Path | None
     png_path: Path | None
+    downstream: DownstreamTable | None = None
+    paired: list[PairedTest] = field(default_factory=list)
 
 
 def parse_argv(argv: list[str]) -> dict[str, Any]:
@@ -181,14 +197,93 @@ def _budget_note(runs: list[Run], opts: Options) -> str | None:
     return None
 
 
+def _downstream_table(runs: list[Run], options: dict[str, Any]) -> DownstreamTable | None:
+    """The task columns to show (``tasks=``, ``task_metric=``), or None when no run has any."""
+    tasks = parse_tasks(options.get("tasks", "auto"))
+    metric = check_metric(options.get("task_metric"))
+    if tasks is None:
+        return None
+    found = {r.name: d for r in runs if (d := load_downstream(r)) is not None}
+    if not found and tasks in ("auto", "all"):
+        return None
+    if not found:
+        raise CompareError(
+            f"tasks={','.join(tasks)} but no run has downstream results (<run>/downstream/step-*.json or "
+            "<run>/checkpoints/*.eval-*.json); score them with python -m gptlab.evaluate "
+            f"task={tasks[0]} ckpt=<run>/checkpoints/last.ckpt"
+        )
+    columns = select_columns(found, tasks)
+    return DownstreamTable(columns, metric, found) if columns else None
+
+
+def _downstream_notes(runs: list[Run], table: DownstreamTable, opts: Options) -> list[str]:
+    """What a reader of the task columns should know: runs without results, other rules, other items."""
+    notes = []
+    missing = [r.name for r in runs if table.of(r) is None and not r.failed]
+    if missing:
+        notes.append(
+            f"{len(missing)} run(s) have no downstream results: {', '.join(missing)} "
+            "(python -m gptlab.evaluate task=<name> ckpt=<run>/checkpoints/last.ckpt scores one)"
+        )
+    logged = [name for name, d in table.found.items() if d.logged]
+    if logged:
+        notes.append(
+            "task values from logged eval/ metrics only (no result file, so no per-item outcomes "
+            f"and no paired test): {', '.join(logged)}"
+        )
+    found = list(table.found.values())
+    for column in table.columns:
+        rules = {c.rule for d in found if (c := d.cell(column, table.metric))}
+        if table.metric != "primary" and rules and table.metric not in rules | {"score"}:
+            notes.append(
+                f"{column} has no {table.metric}; its column shows {', '.join(sorted(rules))}"
+            )
+        sizes = sorted({c.n for d in found if (c := d.cell(column, table.metric)) and c.n})
+        if len(sizes) > 1:
+            notes.append(
+                f"{column}: the runs scored different numbers of items ({', '.join(map(str, sizes))}); "
+                "its values are not on the same items (the paired test uses the items both scored)"
+            )
+    steps = {name: d.step for name, d in table.found.items() if d.step is not None}
+    if len(set(steps.values())) > 1:
+        notes.append(
+            "the downstream results come from different steps: "
+            + ", ".join(f"{name} step {step}" for name, step in steps.items())
+        )
+    if opts.budget() is not None:
+        notes.append(
+            "the task columns are each run's latest evaluation, not the values at the budget"
+        )
+    return notes
+
+
+def _downstream_header(table: DownstreamTable) -> str:
+    rule = "each task's primary rule" if table.metric == "primary" else table.metric
+    suites = [c for c in table.columns if table.is_suite(c)]
+    tasks = [c for c in table.columns if c not in suites]
+    parts = (
+        [f"{', '.join(tasks)}: accuracy ({rule}) ± binomial standard error over items"]
+        if tasks
+        else []
+    )
+    parts += [f"{', '.join(suites)}: suite score ± its standard error"] if suites else []
+    return "downstream: " + "; ".join(parts)
+
+
 def compare(options: dict[str, Any]) -> Comparison:
     """Load the runs, rank them, group seeds, test against the baseline, write CSV and PNG."""
     opts = _options(options)
     runs, root, where = _load(options)
     notes = _check_metrics(runs, where, opts.metric)
-    rows = run_rows(runs, opts)
+    table = _downstream_table(runs, options)
+    rows = run_rows(runs, opts, table)
     groups = seed_groups(runs, opts)
     base = apply_baseline(groups, opts.baseline, opts.mode) if opts.baseline else None
+    tests: list[PairedTest] = []
+    if table is not None:
+        group_downstream(groups, table)
+        tests = paired_tests(groups, base, table)
+        notes += _downstream_notes(runs, table, opts)
 
     lines = [f"{len(runs)} run(s) in {where}"]
     common = common_overrides(runs)
@@ -198,17 +293,35 @@ def compare(options: dict[str, Any]) -> Comparison:
             + " ".join(f"{k}={short(v)}" if v else k for k, v in common.items())
         )
     better = "lower" if opts.mode == "min" else "higher"
-    lines += [f"sorted by {opts.score_name()} ({better} is better)", "", format_table(rows)]
+    lines += [f"sorted by {opts.score_name()} ({better} is better)"]
+    lines += [_downstream_header(table)] if table is not None else []
+    lines += ["", format_table(rows)]
     if base is not None or any(len(g.scores) > 1 for g in groups):
         lines += [
             "",
-            f"seed groups: mean ± std of {opts.score_name()} over runs that differ only in seed",
-            format_table(group_rows(groups, opts, base)),
+            f"seed groups: mean ± std of {opts.score_name()} over runs that differ only in seed"
+            + (
+                "; tasks: mean over seeds ± its standard error (one run: its binomial error)"
+                if table is not None
+                else ""
+            ),
+            format_table(group_rows(groups, opts, base, table)),
         ]
         if base is not None and all(g.p_value is None for g in groups if g is not base):
             lines.append(
                 "(p-values need at least 2 runs with values in each group: repeat with --multirun seed=1,2,3)"
             )
+    if tests:
+        pooled = any(t.pairs > 1 for t in tests)
+        lines += [
+            "",
+            "paired McNemar tests on the items both scored (two-sided; b01: items only the first got right, "
+            "b10: only the second"
+            + ("; seed pairs pooled by concatenating their items" if pooled else "")
+            + "; exact binomial below 25 discordant items, else chi-square with continuity correction)",
+            format_table(paired_rows(tests)),
+            *noise_lines(tests),
+        ]
     budget_note = _budget_note(runs, opts)
     notes += [budget_note] if budget_note else []
     plot_x = opts.budget()[0] if opts.budget() else opts.x
@@ -224,12 +337,12 @@ def compare(options: dict[str, Any]) -> Comparison:
     csv_path = png_path = None
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "comparison.csv"
-    write_csv(csv_path, rows, groups, runs)
+    write_csv(csv_path, rows, groups, runs, table, tests)
     if options.get("plot", True):
         png_path = out_dir / "comparison.png"
         _save_figure(runs, groups, opts, png_path)
     lines += ["", f"wrote {csv_path}" + (f" and {png_path}" if png_path else "")]
-    return Comparison(runs, rows, groups, base, "\n".join(lines), csv_path, png_path)
+    return Comparison(runs, rows, groups, base, "\n".join(lines), csv_path, png_path, table, tests)
 
 
 def _save_figure(runs: list[Run], groups: list[Group], opts: Options, path: Path) -> None:

@@ -5,6 +5,16 @@ all are printed once above the table). Runs whose overrides differ only in ``see
 form a group: the group's mean ± std (sample std, n - 1) is what a configuration
 achieves, and with a baseline each group gets the one-sided Welch t-test p-value of
 "this configuration is better than the baseline".
+
+Downstream columns (``gptlab.analysis.downstream``): a run shows each task's accuracy
+± its binomial standard error over items; a seed group the mean over its seeds ± the
+standard error of that mean (std / sqrt(n), the seed-to-seed part of the noise; one
+run: its binomial error). Two configurations are then tested item by item with
+McNemar (``paired_tests``): runs are paired by seed, and the pairs' items are
+concatenated into one test. An item then counts once per seed pair; that is what
+"both configurations, on these items, over these seeds" asks, but since the pairs
+share items, a configuration's edge on particular items counts once per seed, and
+the pooled p-value is a little optimistic next to a test clustered by item.
 """
 
 from __future__ import annotations
@@ -18,10 +28,12 @@ from typing import Any
 
 from gptlab.analysis import CompareError
 from gptlab.analysis.curves import X_AXES, value_at
+from gptlab.analysis.downstream import Downstream
 from gptlab.analysis.runs import Run, is_number
-from gptlab.analysis.stats import mean, std, welch_t_test
+from gptlab.analysis.stats import McNemar, mcnemar, mean, std, welch_t_test
 
 SEED_KEYS = ("seed",)
+NOISE_P = 0.05  # the level "above the noise at this scale" means
 
 
 @dataclass
@@ -59,6 +71,7 @@ class Group:
     runs: list[Run]
     scores: list[float] = field(default_factory=list)
     p_value: float | None = None
+    downstream: dict[str, GroupCell] = field(default_factory=dict)
 
     @property
     def mean(self) -> float | None:
@@ -67,6 +80,47 @@ class Group:
     @property
     def std(self) -> float | None:
         return std(self.scores) if self.scores else None
+
+
+@dataclass
+class GroupCell:
+    """A task column for a seed group: the mean over ``runs`` seeds and its standard error."""
+
+    mean: float
+    se: float | None
+    runs: int
+
+
+@dataclass
+class DownstreamTable:
+    """The downstream columns to show, and what each run's result files hold."""
+
+    columns: list[str]
+    metric: str = "primary"
+    found: dict[str, Downstream] = field(default_factory=dict)  # run name -> results
+
+    def of(self, run: Run) -> Downstream | None:
+        return self.found.get(run.name)
+
+    def is_suite(self, column: str) -> bool:
+        return any(column in d.suites for d in self.found.values())
+
+
+@dataclass
+class PairedTest:
+    """McNemar's test of ``label`` against ``reference`` on one task column."""
+
+    label: str
+    reference: str
+    column: str
+    test: McNemar | None
+    pairs: int  # run pairs whose items were pooled
+    paired_by: str  # "seed", "order" or "runs"
+    group: Group | None = None
+
+    @property
+    def above_noise(self) -> bool:
+        return self.test is not None and self.test.p < NOISE_P
 
 
 # --------------------------------------------------------------------------- values
@@ -192,8 +246,12 @@ def apply_baseline(groups: list[Group], text: str, mode: str) -> Group:
 
 
 # ----------------------------------------------------------------------------- rows
-def run_rows(runs: Sequence[Run], opts: Options) -> list[dict[str, Any]]:
-    """One dict per run with raw values, best first (failed and unscored runs last)."""
+def run_rows(
+    runs: Sequence[Run], opts: Options, table: DownstreamTable | None = None
+) -> list[dict[str, Any]]:
+    """One dict per run with raw values, best first (failed and unscored runs last).
+
+    A downstream column holds the value; its standard error is in ``row["_se"]``."""
     keys = varying_keys(runs)
     budget = opts.budget()
     rows = []
@@ -208,6 +266,14 @@ def run_rows(runs: Sequence[Run], opts: Options) -> list[dict[str, Any]]:
         if budget is not None:
             row[opts.score_name()] = score(run, opts)
         row["val/bpb"] = run.final("val/bpb")
+        row["_se"] = {}
+        if table is not None:
+            found = table.of(run)
+            for column in table.columns:
+                cell = found.cell(column, table.metric) if found else None
+                row[column] = cell.value if cell else None
+                if cell and cell.se is not None:
+                    row["_se"][column] = cell.se
         row["tokens/s"] = run.tokens_per_sec
         row["wall time (s)"] = run.wall_time
         row["params"] = run.params
@@ -227,6 +293,10 @@ def format_number(key: str, value: Any) -> str:
         return f"{int(value):,}"
     if key in ("tokens/s", "wall time (s)") and is_number(value):
         return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+    if key == "p (McNemar)" and is_number(value):
+        return f"{value:.2g}" if value < 1e-3 else f"{value:.3f}"
+    if key.startswith("Δ ") and is_number(value):
+        return f"{value:+.4f}"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.3g}"
     return short(value)
@@ -237,7 +307,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     if not rows:
         return ""
     columns = list(columns or [k for k in rows[0] if not k.startswith("_")])
-    cells = [[format_number(c, row.get(c)) for c in columns] for row in rows]
+    cells = [[_cell(c, row) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     numeric = [
         all(is_number(row.get(c)) or row.get(c) in (None, "") for row in rows) for c in columns
@@ -251,7 +321,19 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
-def group_rows(groups: Sequence[Group], opts: Options, base: Group | None) -> list[dict[str, Any]]:
+def _cell(column: str, row: dict[str, Any]) -> str:
+    """``0.2955±0.0046`` where the row has a standard error for the column."""
+    text = format_number(column, row.get(column))
+    se = (row.get("_se") or {}).get(column)
+    return f"{text}±{se:.4f}" if se is not None and is_number(row.get(column)) else text
+
+
+def group_rows(
+    groups: Sequence[Group],
+    opts: Options,
+    base: Group | None,
+    table: DownstreamTable | None = None,
+) -> list[dict[str, Any]]:
     rows = []
     for g in groups:
         row: dict[str, Any] = {
@@ -263,26 +345,44 @@ def group_rows(groups: Sequence[Group], opts: Options, base: Group | None) -> li
         }
         if base is not None:
             row["p (better than baseline)"] = g.p_value
+        row["_se"] = {}
+        for column in table.columns if table else []:
+            cell = g.downstream.get(column)
+            row[column] = cell.mean if cell else None
+            if cell and cell.se is not None:
+                row["_se"][column] = cell.se
         rows.append(row)
     return rows
 
 
 def write_csv(
-    path: Path, rows: Sequence[dict[str, Any]], groups: Sequence[Group], runs: Sequence[Run]
+    path: Path,
+    rows: Sequence[dict[str, Any]],
+    groups: Sequence[Group],
+    runs: Sequence[Run],
+    table: DownstreamTable | None = None,
+    tests: Sequence[PairedTest] = (),
 ) -> None:
-    """The run table as CSV (raw numbers), with each run's folder and seed-group statistics."""
+    """The run table as CSV (raw numbers), with each run's folder and seed-group statistics.
+
+    Downstream columns add ``<task>_se`` beside each ``<task>``, the group's
+    ``group_<task>`` and ``group_<task>_se``, and ``<task>_mcnemar_p`` (the group
+    against the reference it was tested against), plus the result files read."""
     from gptlab.utils.io import atomic_open
 
     by_name = {r.name: r for r in runs}
     group_of = {id(run): g for g in groups for run in g.runs}
-    columns = [k for k in rows[0] if not k.startswith("_")] + [
-        "path",
-        "group",
-        "group_n",
-        "group_mean",
-        "group_std",
-        "p_value",
-    ]
+    task_columns = table.columns if table else []
+    columns = []
+    for k in rows[0]:
+        if not k.startswith("_"):
+            columns += [k, f"{k}_se"] if k in task_columns else [k]
+    columns += ["path", "group", "group_n", "group_mean", "group_std", "p_value"]
+    for c in task_columns:
+        columns += [f"group_{c}", f"group_{c}_se", f"{c}_mcnemar_p"]
+    if table is not None and table.columns:
+        columns += ["downstream_step", "downstream_files"]
+    p_of = {(id(t.group), t.column): t.test.p for t in tests if t.group and t.test}
     with atomic_open(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -297,8 +397,144 @@ def write_csv(
                 "group_std": g.std if g and len(g.scores) > 1 else "",
                 "p_value": g.p_value if g and g.p_value is not None else "",
             }
+            for c in task_columns:
+                cell = g.downstream.get(c) if g else None
+                extra[f"{c}_se"] = row["_se"].get(c, "")
+                extra[f"group_{c}"] = cell.mean if cell else ""
+                extra[f"group_{c}_se"] = cell.se if cell and cell.se is not None else ""
+                extra[f"{c}_mcnemar_p"] = p_of.get((id(g), c), "")
+            if table is not None and table.columns:
+                found = table.of(run)
+                extra["downstream_step"] = found.step if found and found.step is not None else ""
+                extra["downstream_files"] = ";".join(str(p) for p in found.sources) if found else ""
             writer.writerow({**{k: ("" if v is None else v) for k, v in row.items()}, **extra})
 
 
 def axis_label(x: str) -> str:
     return X_AXES[x][1]
+
+
+# ----------------------------------------------------------------------- downstream
+def group_downstream(groups: Sequence[Group], table: DownstreamTable) -> None:
+    """Each group's mean ± standard error over its seeds, per downstream column."""
+    for g in groups:
+        for column in table.columns:
+            cells = [
+                c for r in g.runs if (d := table.of(r)) and (c := d.cell(column, table.metric))
+            ]
+            if not cells:
+                continue
+            values = [c.value for c in cells]
+            if len(values) > 1:
+                se: float | None = std(values) / math.sqrt(len(values))
+            else:
+                se = cells[0].se
+            g.downstream[column] = GroupCell(mean(values), se, len(values))
+
+
+def run_seed(run: Run) -> str | None:
+    for key in SEED_KEYS:
+        for k in (key, f"+{key}", f"++{key}"):
+            if k in run.overrides:
+                return normalize(run.overrides[k])
+    value = run.config.get(SEED_KEYS[0])
+    return normalize(value) if value is not None else None
+
+
+def pair_runs(a: Sequence[Run], b: Sequence[Run]) -> tuple[list[tuple[Run, Run]], str]:
+    """Runs of two groups paired by seed (the seeds both have), else in order."""
+    seeds_a, seeds_b = [run_seed(r) for r in a], [run_seed(r) for r in b]
+    unique = len(set(seeds_a)) == len(a) and len(set(seeds_b)) == len(b)
+    shared = [s for s in seeds_a if s is not None and s in seeds_b] if unique else []
+    if shared:
+        by_a, by_b = dict(zip(seeds_a, a)), dict(zip(seeds_b, b))
+        return [(by_a[s], by_b[s]) for s in shared], "seed"
+    return list(zip(a, b)), "order"
+
+
+def _pooled_test(
+    pairs: Sequence[tuple[Run, Run]], column: str, table: DownstreamTable
+) -> tuple[McNemar | None, int]:
+    """McNemar over the items each pair both scored, concatenated over the pairs:
+    ``b01`` counts items the reference (second) got wrong and the other right."""
+    ref_outcomes: list[int] = []
+    other_outcomes: list[int] = []
+    used = 0
+    for other, ref in pairs:
+        d_other, d_ref = table.of(other), table.of(ref)
+        c_other = d_other.correct(column, table.metric) if d_other else None
+        c_ref = d_ref.correct(column, table.metric) if d_ref else None
+        if not c_other or not c_ref:
+            continue
+        common = sorted(c_other.keys() & c_ref.keys())
+        if common:
+            used += 1
+            ref_outcomes += [c_ref[k] for k in common]
+            other_outcomes += [c_other[k] for k in common]
+    if not used:
+        return None, 0
+    return mcnemar(ref_outcomes, other_outcomes), used
+
+
+def paired_tests(
+    groups: Sequence[Group], base: Group | None, table: DownstreamTable
+) -> list[PairedTest]:
+    """Per task column, McNemar of each group against the baseline; without a baseline,
+    of the two groups (the first, best by the ranking metric, against the second), or of
+    the two runs when there are only two."""
+    with_results = [g for g in groups if any(table.of(r) for r in g.runs)]
+    comparisons: list[tuple[str, list[Run], str, list[Run], Group | None]] = []
+    if base is not None:
+        comparisons = [(g.label, g.runs, base.label, base.runs, g) for g in groups if g is not base]
+    elif len(with_results) == 2:
+        first, second = with_results
+        comparisons = [(first.label, first.runs, second.label, second.runs, first)]
+    elif len(with_results) == 1 and len(with_results[0].runs) == 2:
+        run_a, run_b = with_results[0].runs
+        comparisons = [(run_a.name, [run_a], run_b.name, [run_b], None)]
+    tests = []
+    for label, runs, ref_label, ref_runs, group in comparisons:
+        pairs, by = pair_runs(runs, ref_runs)
+        if len(runs) == len(ref_runs) == 1:
+            by = "runs"
+        for column in table.columns:
+            test, used = _pooled_test(pairs, column, table)
+            tests.append(PairedTest(label, ref_label, column, test, used, by, group))
+    return tests
+
+
+def paired_rows(tests: Sequence[PairedTest]) -> list[dict[str, Any]]:
+    rows = []
+    for t in tests:
+        m = t.test
+        rows.append(
+            {
+                "comparison": f"{t.label} vs {t.reference}",
+                "task": t.column,
+                "paired items": m.n if m else None,
+                "run pairs": t.pairs if m else None,
+                "Δ accuracy": m.difference if m else None,
+                "b01": m.b01 if m else None,
+                "b10": m.b10 if m else None,
+                "test": m.method if m else "no per-item outcomes in common",
+                "p (McNemar)": m.p if m else None,
+            }
+        )
+    return rows
+
+
+def noise_lines(tests: Sequence[PairedTest]) -> list[str]:
+    """One closing line per comparison: which tasks differ beyond the noise (p < 0.05)."""
+    lines = []
+    by_comparison: dict[tuple[str, str], list[tuple[str, McNemar]]] = {}
+    for t in tests:
+        if t.test is not None:
+            by_comparison.setdefault((t.label, t.reference), []).append((t.column, t.test))
+    for (label, ref), group in by_comparison.items():
+        above = [f"{c} ({m.difference:+.4f}, p={m.p:.2g})" for c, m in group if m.p < NOISE_P]
+        within = [f"{c} (p={m.p:.2g})" for c, m in group if m.p >= NOISE_P]
+        lines.append(
+            f"{label} vs {ref}: above the noise at this scale (p < {NOISE_P}): "
+            f"{', '.join(above) or 'none'}; within the noise: {', '.join(within) or 'none'}"
+        )
+    return lines
