@@ -194,11 +194,6 @@ def _load_for_tasks(cfg: DictConfig, device: torch.device):
     """The model to score: ``ckpt=`` (any kind ``load_model`` reads) or ``hf=`` (folder or hub name)."""
     from gptlab.checkpoint import CheckpointError, load_model
 
-    if bool(cfg.get("ckpt")) == bool(cfg.get("hf")):
-        raise ConfigError(
-            "give exactly one of ckpt=<a .ckpt file or export folder> and hf=<a Hugging Face GPT-2 "
-            "folder or hub name, e.g. gpt2>"
-        )
     if cfg.get("ckpt"):
         loaded = load_model(cfg.ckpt, map_location=device)
     else:
@@ -250,14 +245,21 @@ def evaluate_downstream(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     """Score a model on benchmark tasks (``task=`` / ``tasks=``) and return the results dict."""
     from gptlab.evaluation.evaluator import Selection, evaluate_loaded, load_tasks
 
+    if bool(cfg.get("ckpt")) == bool(cfg.get("hf")):
+        raise ConfigError(
+            "give exactly one of ckpt=<a .ckpt file or export folder> and hf=<a Hugging Face GPT-2 "
+            "folder or hub name, e.g. gpt2>"
+        )
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size={cfg.batch_size} must be at least 1")
     limit = cfg.get("limit")
     if limit is not None and int(limit) < 1:
         raise ConfigError(f"limit={limit} must be a positive number of items (or null for all)")
+    tasks, suites = load_tasks(
+        _task_specs(cfg), cache_dir=cfg.paths.data_dir
+    )  # bad names fail fast
     device = pick_device(cfg.get("device"))
     loaded = _load_for_tasks(cfg, device)
-    tasks, suites = load_tasks(_task_specs(cfg), cache_dir=cfg.paths.data_dir)
     start = time.perf_counter()
     results = evaluate_loaded(
         loaded.model,

@@ -114,13 +114,6 @@ def test_sliding_window_scored_one_context_at_a_time_equals_brute_force(variant)
     check_against_brute_force(model, REQUESTS, batch_size=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scorer: with sliding-window attention a batch of contexts of different lengths is "
-    "right-padded in the KV cache, so a continuation token's window counts padded slots and "
-    "sees fewer real context tokens than in a full forward (window is applied to cache slots, "
-    "not positions)",
-)
 @pytest.mark.parametrize("batch_size", [3, 64])
 def test_sliding_window_in_mixed_length_batches_equals_brute_force(batch_size):
     model = tiny_model(position="rope", attention={"window": 4})

@@ -216,12 +216,6 @@ def test_a_users_task_yaml_inherits_a_shipped_task(tmp_path):
     assert task.config.random_baseline == 0.25 and task.name == "my_hellaswag"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tasks._read_yaml: a defaults entry naming no task file (neither beside the YAML nor "
-    "shipped) raises OmegaConf's FileNotFoundError for gptlab/conf/task/<name>.yaml instead of a "
-    "TaskError naming the entry",
-)
 def test_a_defaults_entry_naming_no_task_is_refused_in_one_sentence(tmp_path):
     mine = tmp_path / "mine.yaml"
     mine.write_text("defaults:\n  - hellaswagg\n  - _self_\nname: mine\n")

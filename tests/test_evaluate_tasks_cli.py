@@ -284,27 +284,7 @@ def test_cli_unknown_task_names_the_known_ones(tmp_path, hf_folder):
     assert all(name in out.stderr for name in known_tasks())
 
 
-# Single tasks whose YAML lacks a `path:` key (hellaswag has one; hellaswag_lm_eval inherits it).
-NO_PATH_KEY = {"arc_challenge", "arc_easy", "lambada", "piqa", "winogrande"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=f"{n}.yaml has no `path:` key, so Hydra refuses `task={n} task.path=<file>` "
-                "(the form evaluate.yaml and hellaswag.yaml document) and asks for +task.path",
-            )
-            if n in NO_PATH_KEY
-            else (),
-        )
-        for n in known_tasks()
-        if suite_members(n) is None
-    ],
-)
+@pytest.mark.parametrize("name", [n for n in known_tasks() if suite_members(n) is None])
 def test_task_path_overrides_every_single_task(name, tmp_path):
     cfg = compose_evaluate([f"task={name}", f"task.path={tmp_path / 'local.jsonl'}"])
     assert cfg.task.path == str(tmp_path / "local.jsonl")

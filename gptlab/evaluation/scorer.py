@@ -104,6 +104,10 @@ class Scorer:
             torch.device(device) if device is not None else next(model.parameters()).device
         )
         self.progress = progress
+        # A sliding window counts cache slots, and a right-padded context's slots run past
+        # its length: with a window, a batch holds contexts of one length only.
+        attention = getattr(model.config, "attention", None)
+        self.same_length_only = getattr(attention, "window", None) is not None
 
     def score(self, requests: Sequence[Request]) -> list[Score]:
         fitted = [_fit(r, self.block_size) for r in requests]
@@ -123,6 +127,9 @@ class Scorer:
         try:
             with torch.inference_mode():
                 for context in order:
+                    if batch and self.same_length_only and len(batch[-1]) != len(context):
+                        self._run(batch, groups, fitted, results, bar)
+                        batch, rows = [], 0
                     batch.append(context)
                     rows += len(groups[context])
                     if rows >= self.batch_size:

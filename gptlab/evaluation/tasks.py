@@ -181,6 +181,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     # A base is looked up beside the file first, then among the shipped tasks.
     files = [path.with_name(f"{b}.yaml") for b in bases]
     files = [f if f.is_file() else TASK_DIR / f.name for f in files]
+    for base, f in zip(bases, files):
+        if not f.is_file():
+            raise TaskError(
+                f"{path}: defaults names {base!r}, which is neither beside it nor a shipped task "
+                f"({', '.join(known_tasks())}); fix the name"
+            )
     merged = OmegaConf.merge(*(_read_yaml(f) for f in files), node)
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
