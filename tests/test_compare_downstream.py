@@ -415,28 +415,43 @@ def test_checkpoint_evaluations_of_the_last_checkpoint_merge_and_the_newest_wins
 
 
 def test_logged_eval_metrics_are_the_fallback_without_result_files(tmp_path):
-    """A run whose files are gone (or a wandb run) still shows the logged eval/<task>/<rule> values."""
+    """A run whose files are gone (or a wandb run) still shows the final logged values, named
+    as the in-loop callback logs them; the primary rule comes from the shipped task YAML."""
     folders = [
         fake_run(tmp_path / "s" / str(i), [f"optimizer.lr={lr}"], [3.0, 2.6 - i])
         for i, lr in enumerate(["1e-3", "3e-3"])
     ]
     for i, folder in enumerate(folders):
-        with open(folder / "metrics.csv", newline="") as f:
-            old = list(csv.DictReader(f))
-        columns = [*old[0], "eval/hellaswag/acc_norm", "eval/hellaswag/acc_norm_se"]
-        extra = {
-            "step": 19,
+        logged = {
+            "eval/hellaswag/acc": 0.28,
+            "eval/hellaswag/acc_se": 0.0045,
             "eval/hellaswag/acc_norm": 0.3 + 0.01 * i,
             "eval/hellaswag/acc_norm_se": 0.0046,
+            "eval/hellaswag/bpb": 1.2,
+            "eval/hellaswag/centered": 0.07,
+            "eval/winogrande/acc": 0.51,  # primary acc (its YAML), though acc_norm is logged too
+            "eval/winogrande/acc_se": 0.014,
+            "eval/winogrande/acc_norm": 0.49,
+            "eval/winogrande/acc_norm_se": 0.014,
+            "eval/core/lambada_openai/acc": 0.1,
+            "eval/core/lambada_openai/acc_se": 0.01,
+            "eval/core": 0.05 + 0.01 * i,
+            "eval/core_se": 0.004,
+            "eval/seconds": 3.0,
         }
+        with open(folder / "metrics.csv", newline="") as f:
+            old = list(csv.DictReader(f))
         with open(folder / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
+            writer = csv.DictWriter(f, fieldnames=[*old[0], *logged])
             writer.writeheader()
-            writer.writerows([*old, extra])
+            writer.writerows([*old, {"step": 19, **logged}])
     result = compare(parse_argv([str(tmp_path / "s"), "plot=false"]))
+    assert result.downstream.columns == ["core", "hellaswag", "winogrande"]  # members inside core
     rows = {r["run"]: r for r in result.rows}
     assert rows["1"]["hellaswag"] == pytest.approx(0.31) and rows["1"]["_se"]["hellaswag"] == 0.0046
-    assert "0.3100±0.0046" in result.text
+    assert rows["1"]["winogrande"] == pytest.approx(0.51)
+    assert rows["1"]["core"] == pytest.approx(0.06) and rows["1"]["_se"]["core"] == 0.004
+    assert "0.3100±0.0046" in result.text and "seconds" not in result.downstream.columns
     assert "no per-item outcomes" in result.text and all(t.test is None for t in result.paired)
 
 

@@ -36,6 +36,7 @@ from gptlab.evaluation import results as result_file
 RULES = ("acc", "acc_norm", "acc_char")
 METRICS = ("primary", *RULES)
 LOGGED_PREFIX = "eval/"
+TASK_DIR = Path(__file__).resolve().parents[1] / "conf" / "task"  # the shipped task YAMLs
 
 
 @dataclass
@@ -219,30 +220,56 @@ def from_files(paths: list[Path]) -> Downstream | None:
 
 
 def from_logged(run: Run) -> Downstream | None:
-    """The final ``eval/<task>/<rule>`` (and ``_se``) values the in-loop callback logged."""
-    found: dict[str, dict[str, float]] = {}
-    keys = {k for row in run.rows for k in row}
-    for key in keys:
+    """The final logged values, named as the in-loop callback logs them:
+    ``eval/<task>/<rule>`` and ``eval/<task>/<rule>_se`` per task, ``eval/<suite>`` and
+    ``eval/<suite>_se`` per suite (its members are the tasks named ``<suite>/...``)."""
+    tasks: dict[str, dict[str, float]] = {}
+    suites: dict[str, dict[str, float]] = {}
+    for key in sorted({k for row in run.rows for k in row}):
         if not key.startswith(LOGGED_PREFIX):
             continue
-        name, _, metric = key[len(LOGGED_PREFIX) :].rpartition("/")
-        base = metric.removesuffix("_se")
-        if name and base in (*RULES, "score", "bpb"):
-            value = run.final(key)
-            if value is not None:
-                found.setdefault(name, {})[metric] = value
-    if not found:
+        value = run.final(key)
+        name, slash, metric = key[len(LOGGED_PREFIX) :].rpartition("/")
+        if value is None:
+            continue
+        if slash and name and metric.removesuffix("_se") in RULES:
+            tasks.setdefault(name, {})[metric] = value
+        elif not slash and metric != "seconds":
+            suite = metric.removesuffix("_se")
+            suites.setdefault(suite, {})["se" if metric.endswith("_se") else "score"] = value
+    if not tasks and not suites:
         return None
     out = Downstream(logged=True)
-    for name, metrics in sorted(found.items()):
-        if "score" in metrics:
-            out.suites[name] = SuiteResult(name, metrics["score"], metrics.get("score_se"), [])
-        elif any(r in metrics for r in RULES):
-            primary = (
-                "acc_norm" if "acc_norm" in metrics else "acc" if "acc" in metrics else "acc_char"
-            )
-            out.tasks[name] = TaskResult(name, None, primary, metrics)
+    for name, metrics in tasks.items():
+        out.tasks[name] = TaskResult(name, None, _shipped_primary(name, metrics), metrics)
+    for name, values in suites.items():
+        if "score" in values:
+            members = [t for t in tasks if t.startswith(f"{name}/")]
+            out.suites[name] = SuiteResult(name, values["score"], values.get("se"), members)
     return out
+
+
+def _shipped_primary(name: str, metrics: dict[str, float]) -> str:
+    """A logged task's primary rule (the log does not say it): its shipped YAML's
+    ``primary_metric`` (``core/piqa``: the member's, else the suite's), else acc_norm or acc."""
+    import yaml
+
+    suite, _, member = name.rpartition("/")
+    path = TASK_DIR / f"{suite or member}.yaml"
+    wanted = None
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        raw = None
+    if isinstance(raw, dict):
+        wanted = raw.get("primary_metric")
+        for entry in raw.get("tasks") or [] if suite else []:
+            if isinstance(entry, dict) and entry.get("name") == member:
+                wanted = entry.get("primary_metric", wanted)
+    for rule in (wanted, "acc_norm", "acc", "acc_char"):
+        if rule in metrics:
+            return str(rule)
+    return "acc"
 
 
 def load_downstream(run: Run) -> Downstream | None:
