@@ -17,12 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from gptlab.errors import GptlabError
 from gptlab.evaluation.metrics import judge, summarize
 from gptlab.evaluation.scorer import Request, Scorer, encode_pair
 from gptlab.evaluation.tasks import Item, Task, TaskError, load_task, suite_members, task_config
+from gptlab.model.gpt import GPT
 
 
 @dataclass
@@ -120,7 +119,7 @@ def load_tasks(
 
 
 def evaluate_loaded(
-    model: torch.nn.Module,
+    model: GPT,
     tokenizer,
     tasks: Sequence[Task],
     suites: dict[str, list[str]] | None = None,
@@ -140,7 +139,7 @@ def evaluate_loaded(
 
 
 def evaluate_tasks(
-    model: torch.nn.Module,
+    model: GPT,
     tokenizer,
     tasks: Sequence[Any],
     batch_size: int = 32,

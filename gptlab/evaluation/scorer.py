@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from gptlab.evaluation.tasks import TaskError
+from gptlab.model.gpt import GPT
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Scorer:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: GPT,
         batch_size: int = 32,
         device: str | torch.device | None = None,
         progress: bool = False,
@@ -180,7 +181,7 @@ class Scorer:
             valid[r, : len(c)] = True
         targets, valid = targets.to(dev), valid.to(dev)
         lp = [_logprob_and_hit(first_logits, targets[:, 0])]
-        if K > 0:
+        if cache is not None:
             index = torch.tensor(row_ctx, device=dev)
             rows = cache.select(index)
             positions = torch.tensor([lengths[b] for b in row_ctx], device=dev)[
@@ -191,9 +192,9 @@ class Scorer:
                 targets[:, :K], kv_cache=rows, attention_mask=mask, position_ids=positions
             )
             lp.append(_logprob_and_hit(more, targets[:, 1:]))
-        logprob = torch.cat([lp[0][0][:, None], *([lp[1][0]] if K > 0 else [])], dim=1)
+        token_lp = torch.cat([lp[0][0][:, None], *([lp[1][0]] if K > 0 else [])], dim=1)
         hit = torch.cat([lp[0][1][:, None], *([lp[1][1]] if K > 0 else [])], dim=1)
-        logprob = (logprob * valid).sum(1).tolist()
+        logprob = (token_lp * valid).sum(1).tolist()
         greedy = (hit | ~valid).all(1).tolist()
         for r, i in enumerate(row_req):
             results[i] = Score(float(logprob[r]), bool(greedy[r]), len(conts[r]), fitted[i][1])

@@ -163,7 +163,7 @@ def task_config(spec: str | dict[str, Any] | Any, **overrides: Any) -> dict[str,
         from omegaconf import DictConfig, OmegaConf
 
         raw = (
-            OmegaConf.to_container(spec, resolve=True)
+            OmegaConf.to_container(spec, resolve=True)  # type: ignore[assignment]
             if isinstance(spec, DictConfig)
             else dict(spec)
         )
@@ -174,9 +174,11 @@ def task_config(spec: str | dict[str, Any] | Any, **overrides: Any) -> dict[str,
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     """A task YAML, with a Hydra-style ``defaults: [other_task, _self_]`` list merged in."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     node = OmegaConf.load(path)
+    if not isinstance(node, DictConfig):
+        raise TaskError(f"{path} is not a mapping of task settings")
     bases = [d for d in node.pop("defaults", []) if d != "_self_"]
     # A base is looked up beside the file first, then among the shipped tasks.
     files = [path.with_name(f"{b}.yaml") for b in bases]
