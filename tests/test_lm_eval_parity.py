@@ -341,7 +341,15 @@ def test_rolling_log_likelihood_equals_lm_eval_hf_model_past_the_block_size(hflm
         assert a == pytest.approx(b, abs=1e-3, rel=1e-6)
 
 
+def _lm_eval_version() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(x) for x in version("lm_eval").split(".")[:3] if x.isdigit())
+
+
 @pytest.mark.xfail(
+    # Known in the versions checked; a later lm-eval that fixes it makes this an ordinary test.
+    condition=_lm_eval_version() <= (0, 4, 13),
     strict=True,
     reason="lm-eval 0.4.13 HFLM bug: with logits_cache=True (its default), requests whose "
     "context + continuation[:-1] are the same tokens but whose continuations have different "
