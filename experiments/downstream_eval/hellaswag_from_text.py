@@ -9,7 +9,8 @@ import sys
 
 
 def convert(text_path: str, out_path: str) -> int:
-    lines = open(text_path, encoding="utf-8").read().split("\n")
+    with open(text_path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
     n = 0
     with open(out_path, "w", encoding="utf-8") as out:
         for i in range(0, len(lines) - 5, 6):
