@@ -243,7 +243,7 @@ def _task_specs(cfg: DictConfig) -> list[Any]:
 
 def evaluate_downstream(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     """Score a model on benchmark tasks (``task=`` / ``tasks=``) and return the results dict."""
-    from gptlab.evaluation.evaluator import Selection, evaluate_loaded, load_tasks
+    from gptlab.evaluation.evaluator import evaluate_loaded, load_tasks, select_scorable
 
     if bool(cfg.get("ckpt")) == bool(cfg.get("hf")):
         raise ConfigError(
@@ -260,6 +260,13 @@ def evaluate_downstream(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     )  # bad names fail fast
     device = pick_device(cfg.get("device"))
     loaded = _load_for_tasks(cfg, device)
+    tasks, skipped = select_scorable(
+        tasks,
+        loaded.tokenizer,
+        int(limit) if limit else None,
+        loaded.model.config.block_size,
+        str(cfg.get("too_long", "skip")),
+    )
     start = time.perf_counter()
     results = evaluate_loaded(
         loaded.model,
@@ -267,9 +274,10 @@ def evaluate_downstream(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
         tasks,
         suites,
         batch_size=int(cfg.batch_size),
-        selection=Selection(limit=int(limit) if limit else None),
         progress=bool(cfg.progress),
     )
+    for name, passed in skipped.items():
+        results["tasks"][name]["skipped"] = passed
     results = {
         "model": str(loaded.path),
         "kind": loaded.kind,
@@ -310,6 +318,8 @@ def format_task_results(results: dict[str, Any]) -> str:
             if rule in m
         )
         extra = f" | truncated {r['truncated']}" if r["truncated"] else ""
+        if r.get("skipped"):
+            extra += f" | skipped {len(r['skipped'])} (answer longer than the context)"
         lines.append(
             f"{name}: {r['n']:,} items | {rules} | bpb {m['bpb']:.4f} | centred {r['centered']:.4f}{extra}"
         )

@@ -334,12 +334,6 @@ def test_ddp_shards_the_items_and_gets_the_numbers_of_one_process(task_files, tm
     assert logged[1] == pytest.approx(single["tasks"]["tiny"]["metrics"]["acc_norm"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(KeyError, IndexError, ZeroDivisionError),
-    reason="foundation bug: score_task/summarize fail on a rank's empty share (fewer items than "
-    "ranks); the callback works around it by scoring on rank zero then",
-)
 def test_a_rank_with_an_empty_share_of_a_task_can_still_score_it(tmp_path):
     from gptlab.evaluation.evaluator import Selection, score_task
     from gptlab.evaluation.scorer import Scorer
@@ -356,3 +350,11 @@ def test_a_rank_with_an_empty_share_of_a_task_can_still_score_it(tmp_path):
         task, Scorer(model), CharTokenizer("ab "), Selection(None, rank=1, world_size=2)
     )
     assert share["n"] == 0 and share["items"]["index"] == []
+    from gptlab.evaluation.evaluator import combine
+
+    scorer, tokenizer = Scorer(model), CharTokenizer("ab ")
+    whole = score_task(task, scorer, tokenizer)
+    first = score_task(task, scorer, tokenizer, Selection(None, rank=0, world_size=2))
+    merged = combine([{"tasks": {"one": first}}, {"tasks": {"one": share}}], [task])
+    assert merged["tasks"]["one"]["items"] == whole["items"]
+    assert merged["tasks"]["one"]["metrics"] == whole["metrics"]

@@ -56,7 +56,8 @@ import lightning as L
 import torch
 
 from gptlab.errors import ConfigError
-from gptlab.evaluation.tasks import Item, Task, TaskError
+from gptlab.evaluation.evaluator import select_scorable
+from gptlab.evaluation.tasks import Task
 
 # The strategies whose ranks must run every forward together (parameters are sharded).
 _LOCKSTEP_STRATEGIES = ("FSDPStrategy", "ModelParallelStrategy", "DeepSpeedStrategy")
@@ -114,11 +115,6 @@ class DownstreamEval(L.Callback):
         self.run_dir = run_dir
         self.cache_dir = cache_dir
         self.verbose = verbose
-        if too_long not in ("skip", "error"):
-            raise ConfigError(
-                f"callbacks.downstream.too_long={too_long!r}; use skip (leave out items whose "
-                "answer is longer than the model's context) or error"
-            )
         self.too_long = too_long
         self.skipped: dict[str, list[int]] = {}  # task -> indices of the items passed over
         self.tasks: list[Task] = []
@@ -144,30 +140,17 @@ class DownstreamEval(L.Callback):
         self.tokenizer = _tokenizer_of(trainer, pl_module)
         model: Any = pl_module.model  # the GPT itself
         block_size = int(model.config.block_size)
-        self.tasks, self.skipped = [], {}
-        for task in loaded:
-            kept, skipped = scorable_items(task, self.tokenizer, self.limit, block_size)
-            if skipped and self.too_long == "error":
-                raise TaskError(
-                    f"item {skipped[0]} of task {task.name} has an answer longer than "
-                    f"model.block_size={block_size} tokens; train with a longer context, or set "
-                    "callbacks.downstream.too_long=skip to leave such items out"
+        self.tasks, self.skipped = select_scorable(
+            loaded, self.tokenizer, self.limit, block_size, self.too_long
+        )
+        if self.skipped and trainer.is_global_zero and self.verbose:
+            for name, passed in self.skipped.items():
+                print(
+                    f"gptlab: downstream {name}: {len(passed)} item(s) whose answer is longer "
+                    f"than model.block_size={block_size} tokens are left out (the first "
+                    f"{passed[0]}); the next items take their places",
+                    flush=True,
                 )
-            if not kept:
-                raise TaskError(
-                    f"no item of task {task.name} has answers that fit model.block_size={block_size} "
-                    "tokens; train with a longer context or leave the task out"
-                )
-            if skipped:
-                self.skipped[task.name] = skipped
-                if trainer.is_global_zero and self.verbose:
-                    print(
-                        f"gptlab: downstream {task.name}: {len(skipped)} item(s) whose answer is "
-                        f"longer than model.block_size={block_size} tokens are left out "
-                        f"(the first {skipped[0]}); the next items take their places",
-                        flush=True,
-                    )
-            self.tasks.append(Task(task.config, kept))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A resumed run's checkpoint was written after its step's evaluation (if one was due).
@@ -230,9 +213,9 @@ class DownstreamEval(L.Callback):
                 from tqdm import tqdm
 
                 tqdm.write(summary_line(body))
-        from gptlab.training.callbacks import _log_straight
+        from gptlab.training.callbacks import log_straight
 
-        _log_straight(trainer, metrics_of(results, seconds))
+        log_straight(trainer, metrics_of(results, seconds))
         self.evaluated.append(step)
         return body
 
@@ -258,32 +241,6 @@ class DownstreamEval(L.Callback):
             return combine(parts, self.tasks), world
         whole = run(Selection(self.limit)) if trainer.is_global_zero else {}
         return trainer.strategy.broadcast(whole, src=0), 1
-
-
-def scorable_items(
-    task: Task, tokenizer: Any, limit: int | None, block_size: int
-) -> tuple[list[Item], list[int]]:
-    """The first ``limit`` items whose every answer fits ``block_size``, and the indices passed over.
-
-    Every item is encoded here, once, so a tokenizer that cannot encode the task stops
-    the run at set-up (``TaskError``) instead of at its first evaluation. An answer
-    longer than the context cannot be scored at all (the scorer would refuse it
-    mid-run); such items are passed over and the next ones take their places, so the
-    run still scores ``limit`` items, the same ones at every evaluation.
-    """
-    from gptlab.evaluation.evaluator import task_requests
-
-    kept: list[Item] = []
-    skipped: list[int] = []
-    for item in task.items:
-        if limit is not None and len(kept) >= limit:
-            break
-        (requests,) = task_requests(task, [item], tokenizer)
-        if max(len(r.continuation) for r in requests) > block_size:
-            skipped.append(item.index)
-        else:
-            kept.append(item)
-    return kept, skipped
 
 
 def metrics_of(results: dict[str, Any], seconds: float | None = None) -> dict[str, float]:

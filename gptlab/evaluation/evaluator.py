@@ -59,6 +59,66 @@ def task_requests(task: Task, items: Sequence[Item], tokenizer) -> list[list[Req
     return out
 
 
+TOO_LONG = ("skip", "error")
+
+
+def scorable_items(
+    task: Task, tokenizer, limit: int | None, block_size: int
+) -> tuple[list[Item], list[int]]:
+    """The first ``limit`` items whose every answer fits ``block_size``, and the indices passed over.
+
+    Every item is encoded here, once, so a tokenizer that cannot encode the task fails
+    before any scoring (``TaskError``). An answer longer than the context cannot be
+    scored at all (a context is cut on the left, an answer cannot be); such items are
+    passed over and the next ones take their places, so ``limit`` items are still
+    scored, the same ones every time.
+    """
+    kept: list[Item] = []
+    skipped: list[int] = []
+    for item in task.items:
+        if limit is not None and len(kept) >= limit:
+            break
+        (requests,) = task_requests(task, [item], tokenizer)
+        if max(len(r.continuation) for r in requests) > block_size:
+            skipped.append(item.index)
+        else:
+            kept.append(item)
+    return kept, skipped
+
+
+def select_scorable(
+    tasks: Sequence[Task], tokenizer, limit: int | None, block_size: int, too_long: str = "skip"
+) -> tuple[list[Task], dict[str, list[int]]]:
+    """Each task cut to the items that will be scored, and per task the items passed over.
+
+    ``too_long``: ``skip`` passes over items whose answer exceeds the block size (they
+    are listed in the result's ``skipped``), ``error`` refuses the task instead.
+    """
+    if too_long not in TOO_LONG:
+        raise TaskError(
+            f"too_long={too_long!r}; use skip (leave out items whose answer is longer than the "
+            "model's context) or error (refuse them)"
+        )
+    out, skipped = [], {}
+    for task in tasks:
+        kept, passed = scorable_items(task, tokenizer, limit, block_size)
+        if passed and too_long == "error":
+            raise TaskError(
+                f"item {passed[0]} of task {task.name} has an answer longer than the model's "
+                f"block_size={block_size} tokens; use a longer-context model, or too_long=skip "
+                "to leave such items out"
+            )
+        if not kept:
+            raise TaskError(
+                f"no item of task {task.name} has answers that fit the model's block_size="
+                f"{block_size} tokens; use a longer-context model or leave the task out"
+            )
+        if passed:
+            skipped[task.name] = passed
+        out.append(Task(task.config, kept))
+    return out, skipped
+
+
 def score_task(
     task: Task,
     scorer: Scorer,
@@ -68,6 +128,15 @@ def score_task(
     """The numbers for one task and the per-item outcomes (for this rank's share of items)."""
     selection = selection or Selection()
     items = selection.pick(task.items)
+    if not items:  # a rank's share of a task smaller than the world: nothing to add
+        return {
+            "n": 0,
+            "items": {"index": []},
+            "truncated": 0,
+            "requests": 0,
+            "tokens": 0,
+            "seconds": 0.0,
+        }
     start = time.perf_counter()
     per_item = task_requests(task, items, tokenizer)
     flat = [r for reqs in per_item for r in reqs]
@@ -87,7 +156,7 @@ def score_task(
         items={
             "index": [it.index for it in items],
             **{k: [o[k] for o in outcomes] for k in outcomes[0] if k not in ("nats", "bytes")},
-            "nats": [round(o["nats"], 6) for o in outcomes],
+            "nats": [o["nats"] for o in outcomes],
             "bytes": [o["bytes"] for o in outcomes],
         },
     )
@@ -159,13 +228,14 @@ def combine(parts: Sequence[dict[str, Any]], tasks: Sequence[Task]) -> dict[str,
     by_task = {}
     for task in tasks:
         shares = [p["tasks"][task.name] for p in parts]
-        items = {k: [v for s in shares for v in s["items"][k]] for k in shares[0]["items"]}
+        columns = next(s["items"] for s in shares if s["n"])
+        items = {k: [v for s in shares if s["n"] for v in s["items"][k]] for k in columns}
         order = sorted(range(len(items["index"])), key=items["index"].__getitem__)
         items = {k: [v[i] for i in order] for k, v in items.items()}
         keys = [k for k in items if k != "index"]
         outcomes = [{k: items[k][i] for k in keys} for i in range(len(order))]
         merged = summarize(outcomes, task.config.random_baseline, task.config.primary_metric)
-        merged.update({k: shares[0][k] for k in ("kind", "num_fewshot")})
+        merged.update({k: next(s for s in shares if s["n"])[k] for k in ("kind", "num_fewshot")})
         for k in ("truncated", "requests", "tokens"):
             merged[k] = sum(s[k] for s in shares)
         merged["seconds"] = max(s["seconds"] for s in shares)

@@ -15,8 +15,11 @@ and correct:
   tokens from the left of its context, as lm-evaluation-harness does; ``truncated``
   counts them.
 
-Right padding throughout: a real token never attends to a padded slot, because the
-padding sits after it in the context and is masked out for the continuation rows.
+Contexts are padded on the left and continuations on the right: every context's last
+token sits in the batch's last context slot, so one head call per context gives the
+prediction of its first continuation token, and between real tokens the distance in
+cache slots is their distance in positions (what a sliding window counts). Padded
+slots are masked out; positions are passed explicitly.
 """
 
 from __future__ import annotations
@@ -105,10 +108,6 @@ class Scorer:
             torch.device(device) if device is not None else next(model.parameters()).device
         )
         self.progress = progress
-        # A sliding window counts cache slots, and a right-padded context's slots run past
-        # its length: with a window, a batch holds contexts of one length only.
-        attention = getattr(model.config, "attention", None)
-        self.same_length_only = getattr(attention, "window", None) is not None
 
     def score(self, requests: Sequence[Request]) -> list[Score]:
         fitted = [_fit(r, self.block_size) for r in requests]
@@ -128,9 +127,6 @@ class Scorer:
         try:
             with torch.inference_mode():
                 for context in order:
-                    if batch and self.same_length_only and len(batch[-1]) != len(context):
-                        self._run(batch, groups, fitted, results, bar)
-                        batch, rows = [], 0
                     batch.append(context)
                     rows += len(groups[context])
                     if rows >= self.batch_size:
@@ -159,19 +155,24 @@ class Scorer:
             return
         ctx_ids = torch.zeros(len(contexts), L, dtype=torch.long)
         ctx_mask = torch.zeros(len(contexts), L, dtype=torch.bool)
-        for b, c in enumerate(contexts):
-            ctx_ids[b, : len(c)] = torch.tensor(c)
-            ctx_mask[b, : len(c)] = True
+        for b, c in enumerate(contexts):  # left padding: every context ends in the last slot
+            ctx_ids[b, L - len(c) :] = torch.tensor(c)
+            ctx_mask[b, L - len(c) :] = True
         row_ctx = [b for b, c in enumerate(contexts) for _ in groups[c]]
         row_req = [i for c in contexts for i in groups[c]]
         conts = [fitted[i][0].continuation for i in row_req]
         K = max(len(c) for c in conts) - 1  # continuation tokens fed as input
         cache = self.model.new_kv_cache(len(contexts), L + K) if K > 0 else None
         ctx_ids, ctx_mask = ctx_ids.to(dev), ctx_mask.to(dev)
-        logits = self.model(ctx_ids, kv_cache=cache, attention_mask=ctx_mask)
-        last = torch.tensor([n - 1 for n in lengths], device=dev)
-        first_logits = logits[torch.arange(len(contexts), device=dev), last][row_ctx]  # (R, V)
-        del logits
+        ctx_pos = (ctx_mask.long().cumsum(-1) - 1).clamp(min=0)
+        # Only the last context position's logits are needed (they predict the first
+        # continuation token): the head, the costliest layer of a small model with a
+        # large vocabulary, runs once per context.
+        last = self.model(
+            ctx_ids, kv_cache=cache, attention_mask=ctx_mask, position_ids=ctx_pos, last_only=True
+        )
+        first_logits = last[:, 0][row_ctx]  # (R, V)
+        del last
 
         R = len(row_req)
         targets = torch.zeros(R, K + 1, dtype=torch.long)

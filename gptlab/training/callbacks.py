@@ -78,7 +78,7 @@ class Throughput(L.Callback):
             metrics["train/flops"] = self.tokens * self._flops_per_token
             if self.peak_flops:
                 metrics["perf/mfu"] = tokens_per_sec * self._flops_per_token / self.peak_flops
-        _log_straight(trainer, metrics)
+        log_straight(trainer, metrics)
         self._t0, self._window_tokens = now, 0
 
 
@@ -88,7 +88,7 @@ def wall_time(pl_module: L.LightningModule) -> float:
     return float(clock()) if callable(clock) else 0.0
 
 
-def _log_straight(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+def log_straight(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     """Hand ``metrics`` to the loggers directly, as Lightning's LearningRateMonitor does.
 
     ``self.log`` deep-copies each metric's metadata on every call, which costs more than
