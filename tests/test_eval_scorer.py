@@ -399,3 +399,27 @@ def test_hellaswag_end_to_end_matches_llm_c_brute_force(tmp_path: Path):
     assert r["metrics"]["acc"] == pytest.approx(sum(acc) / 3)
     assert r["metrics"]["acc_norm"] == pytest.approx(sum(acc_norm) / 3)
     assert r["n"] == 3 and r["requests"] == 12 and r["truncated"] == 0
+
+
+def test_items_whose_answer_exceeds_the_context_are_passed_over_or_refused(tmp_path):
+    """The one too-long policy of the command and the callback: skip keeps `limit` items."""
+    from gptlab.evaluation.evaluator import select_scorable
+    from gptlab.tokenizer.char import CharTokenizer
+
+    rows = [
+        {"query": "a", "choices": ["b", "a" * 20], "gold": 0},  # 21 chars > block 16
+        {"query": "a", "choices": ["b", "a"], "gold": 1},
+        {"query": "b", "choices": ["a", "b"], "gold": 0},
+    ]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = load_task(
+        {"name": "t", "kind": "multiple_choice", "context": "{query}", "path": str(path)}
+    )
+    tokenizer = CharTokenizer("ab ")
+    (kept,), skipped = select_scorable([task], tokenizer, limit=2, block_size=16)
+    assert [it.index for it in kept.items] == [1, 2] and skipped == {"t": [0]}
+    with pytest.raises(TaskError, match="item 0 of task t has an answer longer"):
+        select_scorable([task], tokenizer, limit=2, block_size=16, too_long="error")
+    with pytest.raises(TaskError, match="too_long='drop'"):
+        select_scorable([task], tokenizer, limit=2, block_size=16, too_long="drop")
