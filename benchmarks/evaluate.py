@@ -10,7 +10,8 @@ alternating rounds. Tokens/s counts each request's context and continuation toke
 (what a scorer that shares nothing must run); gptlab runs each shared context once, which
 is where its lead comes from. The largest log-likelihood difference between the two is
 printed as a check that both computed the same thing. Needs ``TIKTOKEN_CACHE_DIR`` (or
-network) for GPT-2's ranks: the Hugging Face tokenizer is rebuilt from them offline.
+network) for GPT-2's ranks: the Hugging Face tokenizer is rebuilt from them offline,
+and the task's data in ``GPTLAB_DATA_DIR`` (or network, or ``--path``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import tempfile
 import time
 
 import torch
+
+from gptlab.cli import entry_point
 
 
 def hf_gpt2_tokenizer():
@@ -40,6 +43,7 @@ def hf_gpt2_tokenizer():
     return transformers.GPT2Tokenizer(vocab=ids, merges=merges)
 
 
+@entry_point
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="hellaswag", help="a task name or task YAML path")
