@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--layouts",
         action="store_true",
-        help="also time gptlab with nn.Linear's row-major weights (before to_decode_layout)",
+        help="also time gptlab with nn.Linear's row-major weights (before gptlab.sampling.to_decode_layout)",
     )
     parser.add_argument("--quick", action="store_true", help="32 tokens, batch 1, one round")
     args = parser.parse_args(argv)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from gptlab.sampling import SamplerConfig, generate
+    from gptlab.sampling import SamplerConfig, generate, to_decode_layout
 
     hf, ours = build_models()
     bandwidth = copy_bandwidth()
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         hf.to(dtype)
         ours.to(dtype)
         if dtype == torch.float32:
-            ours.to_decode_layout()  # as python -m gptlab.generate does on CPU in float32
+            to_decode_layout(ours)  # as python -m gptlab.generate does on CPU in float32
         else:  # back to nn.Linear's row-major order (.to() keeps the strides it is given)
             for p in ours.parameters():
                 p.data = p.data.contiguous()

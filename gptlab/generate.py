@@ -48,7 +48,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from gptlab.cli import entry_point, user_message
 from gptlab.errors import ConfigError
-from gptlab.sampling import SamplerConfig, TextStream, completion_text, encode_prompt, generate
+from gptlab.sampling import (
+    SamplerConfig,
+    TextStream,
+    completion_text,
+    encode_prompt,
+    generate,
+    stream,
+    to_decode_layout,
+)
 from gptlab.utils.device import pick_device
 from gptlab.utils.io import atomic_write_text
 
@@ -153,7 +161,8 @@ def run_generate(
     model = loaded.model.to(device=device, dtype=dtype)
     model_dtype = next(model.parameters()).dtype  # dtype=None keeps the checkpoint's
     if device.type == "cpu" and model_dtype == torch.float32:
-        model.to_decode_layout()  # column-major weights: faster one-token steps on CPU BLAS (measured in float32)
+        # column-major weights: faster one-token steps on CPU BLAS (measured in float32)
+        to_decode_layout(model)
     generator = torch.Generator(device=device).manual_seed(sampler.seed)
     settings = {
         "ckpt": str(Path(source).absolute()),
@@ -278,11 +287,10 @@ def _one(s: Session, prompt: str, sample: int) -> dict[str, Any]:
     """One prompt, one sample, streamed to ``s.out`` as the tokens come."""
     ids = encode_prompt(s.tokenizer, prompt)
     t0 = time.perf_counter()
-    steps = generate(
+    steps = stream(
         s.model,
         [ids],
         s.sampler,
-        stream=True,
         use_cache=s.use_cache,
         tokenizer=s.tokenizer,
         generator=s.generator,

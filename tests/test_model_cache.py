@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gptlab.model import GPT, GPTConfig
+from gptlab.sampling import to_decode_layout
 
 VOCAB = 61
 TOL = dict(atol=1e-5, rtol=0)
@@ -128,7 +129,7 @@ def test_decode_layout_changes_memory_order_only(tie, tmp_path):
     before = model(idx)
     state = {k: v.clone() for k, v in model.state_dict().items()}
 
-    assert model.to_decode_layout() is model
+    assert to_decode_layout(model) is model
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(
         m.weight.t().is_contiguous() and not m.weight.is_contiguous() for m in linears

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -15,6 +16,7 @@ from gptlab.sampling import (
     generate,
     generate_text,
     start_token_id,
+    stream,
 )
 from gptlab.tokenizer import CharTokenizer
 
@@ -158,7 +160,7 @@ def test_seed_makes_sampling_reproducible(model):
 
 def test_stream_yields_one_entry_per_row_each_step_and_matches_batch_mode(model):
     s = SamplerConfig(max_new_tokens=10, seed=3, stop_at_eot=False)
-    steps = list(generate(model, [[1], [2, 3]], s, stream=True))
+    steps = list(stream(model, [[1], [2, 3]], s))
     assert len(steps) == 10 and all(len(step) == 2 for step in steps)
     assert [[step[i] for step in steps] for i in range(2)] == generate(model, [[1], [2, 3]], s)
 
@@ -167,6 +169,35 @@ def test_bfloat16_runs_and_leaves_the_callers_model_alone(model):
     out = generate(model, [[1, 2, 3]], GREEDY, dtype=torch.bfloat16)
     assert len(out[0]) == GREEDY.max_new_tokens
     assert next(model.parameters()).dtype == torch.float32
+
+
+def test_dtype_casts_in_place_once_and_puts_the_very_same_tensors_back(model):
+    """No copy of the module: the cast runs on the caller's model and is undone exactly."""
+    before = {n: (t, t.data_ptr(), t.clone()) for n, t in model.state_dict(keep_vars=True).items()}
+    seen: list[torch.dtype] = []
+    steps = stream(
+        model,
+        [[1, 2, 3]],
+        GREEDY,
+        dtype=torch.bfloat16,
+        logits_hook=lambda _: seen.append(model.lm_head.weight.dtype),
+    )
+    next(steps)
+    assert seen == [torch.bfloat16]  # cast for the call, on the model itself
+    steps.close()  # abandoned half-way: the originals are back all the same
+    after = model.state_dict(keep_vars=True)
+    for name, (tensor, ptr, values) in before.items():
+        assert after[name] is tensor and tensor.data_ptr() == ptr
+        assert tensor.dtype == values.dtype and torch.equal(tensor, values)
+    reference = copy.deepcopy(model).to(torch.bfloat16)  # what dtype= used to run
+    assert generate(model, [[1, 2, 3]], GREEDY, dtype=torch.bfloat16) == generate(
+        reference, [[1, 2, 3]], GREEDY
+    )
+
+
+def test_stream_checks_its_arguments_at_once(model):
+    with pytest.raises(ValueError, match="window_keep"):
+        stream(model, [[1]], GREEDY, window_keep=17)  # before any step is asked for
 
 
 def test_training_mode_is_restored(model):
@@ -208,7 +239,7 @@ def test_end_of_text_ends_a_row_and_is_not_output(model):
     s = GREEDY.replace(max_new_tokens=10, stop_at_eot=True)
     out = generate(model, [[1], [2]], s, eot_id=7, logits_hook=force([3, 4, 7, 5]))
     assert out == [[3, 4], [3, 4]]
-    steps = list(generate(model, [[1]], s, eot_id=7, stream=True, logits_hook=force([3, 7])))
+    steps = list(stream(model, [[1]], s, eot_id=7, logits_hook=force([3, 7])))
     assert steps == [[3], [None]]  # stops early: no wasted steps
     out = generate(
         model, [[1]], s.replace(stop_at_eot=False), eot_id=7, logits_hook=force([3, 7, 5])

@@ -48,7 +48,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -266,15 +266,12 @@ class GptlabLM(LM):
             )  # similar lengths share a batch
             for start in range(0, len(indices), self._batch_size):
                 chunk = indices[start : start + self._batch_size]
-                new = cast(
-                    list[list[int]],
-                    generate(
-                        self.model,
-                        [prompts[i] for i in chunk],
-                        sampler,
-                        tokenizer=self.tokenizer,
-                        eot_id=self.eot_id,
-                    ),
+                new = generate(
+                    self.model,
+                    [prompts[i] for i in chunk],
+                    sampler,
+                    tokenizer=self.tokenizer,
+                    eot_id=self.eot_id,
                 )
                 for i, ids in zip(chunk, new):
                     out[i] = completion_text(self.tokenizer, list(ids), until)

@@ -155,14 +155,32 @@ class GPT(nn.Module):
             pass ``(attention_mask.cumsum(-1) - 1).clamp(min=0)`` for the new positions.
         last_only: compute the head for the last position only (generation).
         """
-        cfg = self.config
         B, T = idx.shape
+        start = self._first_position(B, T, kv_cache)  # 0, or how many positions are cached
+        x = self._wte(idx)  # token embeddings (B, T, n_embd)
+        if self.config.position == "learned":
+            x = x + self._position_embeddings(start, T, position_ids)  # + (T, n_embd)
+        rope = self._rope(start, T, position_ids)  # rotary cos/sin (T, head_size/2), or None
+        x = self.transformer["drop"](x)  # (B, T, n_embd)
+        mask, is_causal = self._attention_mask(B, T, start, attention_mask)  # (T, S) or None
+        for block in cast(nn.ModuleList, self.transformer.h):
+            x = self._run_block(block, x, rope, mask, is_causal, kv_cache)  # (B, T, n_embd)
+        if kv_cache is not None:
+            kv_cache.advance(T)  # every layer has written this call's keys and values
+        x = self.transformer["ln_f"](x)  # (B, T, n_embd)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, n_embd): generation needs the last position only
+        return self._logits(x)  # (B, T or 1, vocab_size)
+
+    # The helpers ``forward`` reads, in its order.
+    def _first_position(self, B: int, T: int, kv_cache: KVCache | None) -> int:
+        """Where this call's tokens start (the cache's length), after checking they fit."""
         start = 0 if kv_cache is None else kv_cache.pos
-        end = start + T
-        if end > cfg.block_size:
+        block_size = self.config.block_size
+        if start + T > block_size:
             raise ValueError(
-                f"sequence of {end} positions is longer than model.block_size="
-                f"{cfg.block_size}; crop the input to the last {cfg.block_size} tokens"
+                f"sequence of {start + T} positions is longer than model.block_size="
+                f"{block_size}; crop the input to the last {block_size} tokens"
             )
         if kv_cache is not None:
             if kv_cache.batch_size != B:
@@ -171,38 +189,25 @@ class GPT(nn.Module):
                     f"{B}; make a new cache with model.new_kv_cache({B})"
                 )
             kv_cache.check_room(T)
+        return start
 
-        x = self._wte(idx)
-        rope = None
-        if cfg.position == "learned":
-            wpe = cast(nn.Embedding, self.transformer.wpe)
-            x = x + (wpe.weight[start:end] if position_ids is None else wpe(position_ids))
-        elif cfg.position == "rope":
-            if position_ids is None:
-                rope = (self.rope_cos[start:end], self.rope_sin[start:end])
-            else:  # per-sequence positions: (B, 1, T, D/2) broadcasts over heads
-                rope = (self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None])
-        x = self.transformer["drop"](x)
+    def _position_embeddings(
+        self, start: int, T: int, position_ids: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Learned absolute positions: rows ``start..start+T`` (T, C), or per row (B, T, C)."""
+        wpe = cast(nn.Embedding, self.transformer.wpe)
+        return wpe.weight[start : start + T] if position_ids is None else wpe(position_ids)
 
-        mask, is_causal = self._attention_mask(B, T, start, attention_mask)
-        ckpt = cfg.activation_checkpointing and self.training and torch.is_grad_enabled()
-        for block in cast(nn.ModuleList, self.transformer.h):
-            if ckpt:  # recompute this block's activations in backward instead of storing them
-                x = checkpoint(block, x, rope, mask, is_causal, None, use_reentrant=False)
-            else:
-                x = block(x, rope, mask, is_causal, kv_cache)
-        if kv_cache is not None:
-            kv_cache.advance(T)
-
-        x = self.transformer["ln_f"](x)
-        if last_only:
-            x = x[:, -1:, :]
-        # Score only the real vocabulary rows: the padding rows can never be predicted or
-        # sampled, and the logits come out contiguous (no slice-copy before the loss).
-        logits = F.linear(x, self.lm_head.weight[: cfg.vocab_size])
-        if cfg.logit_softcap is not None:  # Gemma 2: keep logits in (-cap, cap)
-            logits = cfg.logit_softcap * torch.tanh(logits / cfg.logit_softcap)
-        return logits
+    def _rope(
+        self, start: int, T: int, position_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Rotary cos/sin for this call's positions: (T, D/2), or (B, 1, T, D/2) per row."""
+        if self.config.position != "rope":
+            return None
+        if position_ids is None:
+            return self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+        # per-sequence positions: the extra axis broadcasts over heads
+        return self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None]
 
     def _attention_mask(
         self, B: int, T: int, start: int, attention_mask: torch.Tensor | None
@@ -232,6 +237,34 @@ class GPT(nn.Module):
         q_pos = torch.arange(start, end, device=keep.device)
         diag = q_pos[:, None] == torch.arange(end, device=keep.device)[None, :]
         return allowed & (keep | diag), False
+
+    def _run_block(
+        self,
+        block: nn.Module,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        kv_cache: KVCache | None,
+    ) -> torch.Tensor:
+        """One block; in training with activation checkpointing, recomputed in backward."""
+        if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
+            # store only the block's input; its activations are recomputed in backward
+            return cast(
+                torch.Tensor,
+                checkpoint(block, x, rope, mask, is_causal, None, use_reentrant=False),
+            )
+        return cast(torch.Tensor, block(x, rope, mask, is_causal, kv_cache))
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The head: scores over the real vocabulary, soft-capped if the config says so."""
+        cap = self.config.logit_softcap
+        # Score only the real vocabulary rows: the padding rows can never be predicted or
+        # sampled, and the logits come out contiguous (no slice-copy before the loss).
+        logits = F.linear(x, self.lm_head.weight[: self.config.vocab_size])
+        if cap is not None:  # Gemma 2: keep logits in (-cap, cap)
+            logits = cap * torch.tanh(logits / cap)
+        return logits
 
     # ------------------------------------------------------------------------ KV cache
     def new_kv_cache(
@@ -264,33 +297,6 @@ class GPT(nn.Module):
         )
 
     # ---------------------------------------------------------------- counts and groups
-    @torch.no_grad()
-    def to_decode_layout(self) -> GPT:
-        """Store every linear weight column-major, for fast one-token decoding on a CPU.
-
-        A ``(out, in)`` weight becomes the transpose view of a contiguous ``(in, out)``
-        matrix: the same values, module tree and ``state_dict``, only the memory order
-        changes. Decoding one token is a vector-matrix product that reads each weight
-        once; CPU BLAS streams the ``(in, out)`` order much faster for the wide output
-        head (50,257 x 768 for GPT-2: ~2x here), which is how transformers' ``Conv1D``
-        stores GPT-2's block weights. Tied embeddings stay tied. Meant for models used
-        only to generate (``python -m gptlab.generate`` calls it on CPU); returns self.
-        """
-        converted: dict[int, nn.Parameter] = {}
-        for module in self.modules():
-            if not isinstance(module, nn.Linear):
-                continue
-            weight = module.weight
-            if id(weight) not in converted:
-                column_major = weight.detach().t().contiguous().t()
-                converted[id(weight)] = nn.Parameter(
-                    column_major, requires_grad=weight.requires_grad
-                )
-            module.weight = converted[id(weight)]
-        if self.config.tie_embeddings:
-            self._wte.weight = self.lm_head.weight
-        return self
-
     def num_parameters(self, exclude_position_embeddings: bool = False) -> int:
         """Number of trainable values, counting tied weights once and padded vocab rows not at all.
 

@@ -1,4 +1,8 @@
-"""``generate``: autoregressive decoding for any gptlab GPT, with a KV cache.
+"""``generate`` and ``stream``: autoregressive decoding for any gptlab GPT, with a KV cache.
+
+``generate`` returns each prompt's new tokens as lists; ``stream`` yields them step by
+step as they are drawn (``python -m gptlab.generate`` prints from it). Both run the same
+loop, so ``generate`` is exactly the collected ``stream``.
 
 How a step works
 ----------------
@@ -38,13 +42,15 @@ has it, else from id 0 (``start_token_id``). The start token is not part of the 
 from __future__ import annotations
 
 import contextlib
-import copy
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from gptlab.model.gpt import GPT
+from gptlab.model.kv_cache import KVCache
 from gptlab.sampling.config import SamplerConfig
 from gptlab.sampling.filters import (
     apply_penalties,
@@ -53,9 +59,10 @@ from gptlab.sampling.filters import (
     top_k_filter,
     top_p_filter,
 )
+from gptlab.tokenizer.base import Tokenizer, TokenizerError
 
 Step = list[int | None]
-"""What a streaming ``generate`` yields each step: one entry per prompt, the new token
+"""What ``stream`` yields each step: one entry per prompt, the new token
 id, or None once that row has finished (drew end-of-text, hit a stop string or its
 ``max_new_tokens``)."""
 
@@ -113,51 +120,52 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def start_token_id(tokenizer: Any = None, eot_id: int | None = None) -> int:
+def start_token_id(tokenizer: Tokenizer | None = None, eot_id: int | None = None) -> int:
     """The token an empty prompt starts from: end-of-text, else "\\n", else id 0."""
     if eot_id is not None:
         return int(eot_id)
     if tokenizer is not None:
-        if getattr(tokenizer, "eot_id", None) is not None:
+        if tokenizer.eot_id is not None:
             return int(tokenizer.eot_id)
         try:
             ids = tokenizer.encode("\n")
-        except ValueError:  # TokenizerError: a char vocabulary without newline
+        except TokenizerError:  # a char vocabulary without newline
             ids = []
         if len(ids) == 1:
             return int(ids[0])
     return 0
 
 
+LogitsHook = Callable[[torch.Tensor], "torch.Tensor | None"]
+"""Called each step with the raw next-token logits (B, V); returns replacements or None."""
+
+
 def generate(
-    model: torch.nn.Module,
+    model: GPT,
     prompt_ids: Sequence[Sequence[int]] | Sequence[int] | torch.Tensor,
     sampler: SamplerConfig | None = None,
     *,
-    stream: bool = False,
     use_cache: bool = True,
     dtype: torch.dtype | None = None,
     eot_id: int | None = None,
-    tokenizer: Any = None,
+    tokenizer: Tokenizer | None = None,
     window_keep: int | None = None,
     generator: torch.Generator | None = None,
-    logits_hook: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
-) -> list[list[int]] | Iterator[Step]:
-    """Continue each prompt with new tokens.
+    logits_hook: LogitsHook | None = None,
+) -> list[list[int]]:
+    """Continue each prompt with new tokens; returns the new tokens of each prompt.
 
     Args:
-        model: a gptlab ``GPT`` (anything with its forward signature, ``config`` and
-            ``new_kv_cache``). It is put in eval mode for the call and restored after.
+        model: a gptlab ``GPT``. It is put in eval mode for the call and restored after.
         prompt_ids: a list of prompts (lists of ids, any lengths), a single flat list of
             ids, or a (B, T) / (T,) tensor.
         sampler: the decoding settings (default ``SamplerConfig()``).
-        stream: False returns the new tokens of each prompt; True returns an iterator
-            yielding, each step, one entry per prompt: the new id or None once the row is
-            finished (see ``Step``).
         use_cache: decode with the KV cache (fast) or re-run the window every step.
-        dtype: run in this dtype (e.g. ``torch.bfloat16`` halves the bytes read per token);
-            the caller's model is not changed - a cast copy is made for this call, so for
-            many calls cast the model once yourself instead.
+        dtype: run in this dtype (e.g. ``torch.bfloat16`` halves the bytes read per token).
+            The model's floating parameters and buffers are cast once, in place, for the
+            call, and the original tensors are put back after it (also on an error), so
+            the caller's model ends exactly as it was and no copy of the module is made.
+            For many calls, cast the model once yourself instead.
         eot_id: the end-of-text id (default: ``tokenizer.eot_id``). With
             ``sampler.stop_at_eot`` a row ends when it draws it; the id is not output.
         tokenizer: needed only for ``sampler.stop`` strings and for the start token of an
@@ -172,55 +180,106 @@ def generate(
             logit bias) or None to keep them (logging, tests).
 
     Returns:
-        ``list[list[int]]`` of new tokens per prompt (without the prompt or the eot), or an
-        iterator of ``Step`` when ``stream=True``.
+        ``list[list[int]]``: the new tokens per prompt (without the prompt or the eot).
     """
-    sampler = sampler if sampler is not None else SamplerConfig()
-    if not isinstance(sampler, SamplerConfig):
-        raise TypeError(f"sampler must be a SamplerConfig, got {type(sampler).__name__}")
-    if dtype is not None and _model_dtype(model) != dtype:
-        model = copy.deepcopy(model).to(dtype)
-    if eot_id is None and tokenizer is not None:
-        eot_id = getattr(tokenizer, "eot_id", None)
-    if sampler.stop and tokenizer is None:
-        raise ValueError("sampler.stop strings need a tokenizer: pass tokenizer= to generate()")
-    config: Any = model.config  # a GPTConfig, or any config with these two fields
-    block_size = int(config.block_size)
-    keep = block_size // 2 if window_keep is None else int(window_keep)
-    if not 1 <= keep <= block_size:
-        raise ValueError(
-            f"window_keep must be in [1, block_size = {block_size}], got {window_keep}"
-        )
-    rows = _prepare_prompts(
-        prompt_ids, block_size, int(config.vocab_size), start_token_id(tokenizer, eot_id)
-    )
-    device = next(model.parameters()).device
-    if generator is None and sampler.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(sampler.seed)
-    steps = _decode(
+    steps = _start(
         model,
-        rows,
+        prompt_ids,
         sampler,
         use_cache=use_cache,
+        dtype=dtype,
         eot_id=eot_id,
         tokenizer=tokenizer,
-        keep=keep,
+        window_keep=window_keep,
         generator=generator,
-        device=device,
         logits_hook=logits_hook,
     )
-    if stream:
-        return steps
-    out: list[list[int]] = [[] for _ in rows]
+    out: list[list[int]] = []
     for step in steps:
+        out = out or [[] for _ in step]
         for row, tok in zip(out, step):
             if tok is not None:
                 row.append(tok)
     return out
 
 
-def _model_dtype(model: torch.nn.Module) -> torch.dtype:
-    return next(model.parameters()).dtype
+def stream(
+    model: GPT,
+    prompt_ids: Sequence[Sequence[int]] | Sequence[int] | torch.Tensor,
+    sampler: SamplerConfig | None = None,
+    *,
+    use_cache: bool = True,
+    dtype: torch.dtype | None = None,
+    eot_id: int | None = None,
+    tokenizer: Tokenizer | None = None,
+    window_keep: int | None = None,
+    generator: torch.Generator | None = None,
+    logits_hook: LogitsHook | None = None,
+) -> Iterator[Step]:
+    """Like ``generate`` (same arguments), but yield each step as it is drawn.
+
+    Each ``Step`` has one entry per prompt: the new id, or None once that row has
+    finished. The arguments are checked at once; the model is set up (eval mode, the
+    ``dtype`` cast) when the first step is asked for and restored when the iterator is
+    exhausted or closed.
+    """
+    return _start(
+        model,
+        prompt_ids,
+        sampler,
+        use_cache=use_cache,
+        dtype=dtype,
+        eot_id=eot_id,
+        tokenizer=tokenizer,
+        window_keep=window_keep,
+        generator=generator,
+        logits_hook=logits_hook,
+    )
+
+
+def _start(
+    model: GPT,
+    prompt_ids: Sequence[Sequence[int]] | Sequence[int] | torch.Tensor,
+    sampler: SamplerConfig | None,
+    *,
+    use_cache: bool,
+    dtype: torch.dtype | None,
+    eot_id: int | None,
+    tokenizer: Tokenizer | None,
+    window_keep: int | None,
+    generator: torch.Generator | None,
+    logits_hook: LogitsHook | None,
+) -> Iterator[Step]:
+    """Check the arguments and normalise the prompts now; return the (lazy) loop."""
+    sampler = sampler if sampler is not None else SamplerConfig()
+    if not isinstance(sampler, SamplerConfig):
+        raise TypeError(f"sampler must be a SamplerConfig, got {type(sampler).__name__}")
+    if eot_id is None and tokenizer is not None:
+        eot_id = tokenizer.eot_id
+    if sampler.stop and tokenizer is None:
+        raise ValueError("sampler.stop strings need a tokenizer: pass tokenizer= to generate()")
+    block_size = model.config.block_size
+    keep = block_size // 2 if window_keep is None else int(window_keep)
+    if not 1 <= keep <= block_size:
+        raise ValueError(
+            f"window_keep must be in [1, block_size = {block_size}], got {window_keep}"
+        )
+    rows = _prepare_prompts(
+        prompt_ids, block_size, model.config.vocab_size, start_token_id(tokenizer, eot_id)
+    )
+    device = next(model.parameters()).device
+    if generator is None and sampler.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(sampler.seed)
+    options = _Options(
+        sampler=sampler,
+        use_cache=use_cache,
+        eot_id=eot_id if sampler.stop_at_eot else None,
+        tokenizer=tokenizer,
+        keep=keep,
+        generator=generator,
+        device=device,
+    )
+    return _decode(model, rows, options, dtype, logits_hook)
 
 
 def _prepare_prompts(
@@ -252,79 +311,123 @@ def _prepare_prompts(
             warnings.warn(
                 f"prompt {i} has {len(ids)} tokens but the context holds {block_size}; "
                 f"keeping its last {block_size - 1} tokens",
-                stacklevel=3,
+                stacklevel=4,
             )
             ids = ids[-(block_size - 1) :]
         rows.append(ids or [start_id])
     return rows
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The settings of one call, fixed for its whole loop (checked by ``stream``)."""
+
+    sampler: SamplerConfig
+    use_cache: bool
+    eot_id: int | None  # the id that ends a row; None when ``sampler.stop_at_eot`` is off
+    tokenizer: Tokenizer | None  # decodes the tail of a row for its stop strings
+    keep: int  # tokens a sliding window keeps (``window_keep``)
+    generator: torch.Generator | None
+    device: torch.device
+
+
 @torch.inference_mode()
 def _decode(
-    model: torch.nn.Module,
+    model: GPT,
     rows: list[list[int]],
-    sampler: SamplerConfig,
-    *,
-    use_cache: bool,
-    eot_id: int | None,
-    tokenizer: Any,
-    keep: int,
-    generator: torch.Generator | None,
-    device: torch.device,
-    logits_hook: Callable[[torch.Tensor], torch.Tensor | None] | None,
+    options: _Options,
+    dtype: torch.dtype | None,
+    logits_hook: LogitsHook | None,
 ) -> Iterator[Step]:
     """The decoding loop (a generator: ``inference_mode`` wraps each resume only)."""
     was_training = model.training
     model.eval()
     try:
-        loop = _DecodeLoop(
-            model, rows, sampler, use_cache, eot_id, tokenizer, keep, generator, device
-        )
-        yield from loop.run(logits_hook)
+        with _cast(model, dtype):
+            yield from _DecodeState.new(model, rows, options).run(logits_hook)
     finally:
         model.train(was_training)
 
 
-class _DecodeLoop:
-    """State of one ``generate`` call: each row's tokens, window start and status."""
+@contextlib.contextmanager
+def _cast(model: GPT, dtype: torch.dtype | None) -> Iterator[None]:
+    """Cast the model's floating parameters and buffers once, put the originals back after.
 
-    def __init__(self, model, rows, sampler, use_cache, eot_id, tokenizer, keep, generator, device):
-        self.model, self.sampler, self.keep = model, sampler, keep
-        self.block_size = int(model.config.block_size)
-        self.tokens = [list(r) for r in rows]  # prompt + generated, per row
-        self.n_prompt = [len(r) for r in rows]
-        self.start = [0] * len(rows)  # window start per row
-        self.done = [False] * len(rows)
-        self.eot_id = eot_id if sampler.stop_at_eot else None
-        self.tokenizer = tokenizer
-        self.generator, self.device = generator, device
-        self.stop_tail = 4 * max((len(s) for s in sampler.stop), default=0) + 4
-        self.counts: torch.Tensor | None = None
-        if sampler.uses_penalties:
-            self.counts = torch.zeros(len(rows), int(model.config.vocab_size), device=device)
-        self.cache = None
-        if use_cache:
-            self.cache = model.new_kv_cache(
-                len(rows), max_len=self.block_size, device=device, dtype=_model_dtype(model)
-            )
-        self.mask: torch.Tensor | None = None  # (B, cache.pos) while padding is cached
-        self.next_pos: torch.Tensor | None = None  # (B, 1) position of the next token
+    What ``model.to(dtype)`` does, without the lossy cast back: the original tensors
+    themselves are restored, so the caller's weights are bit-for-bit unchanged.
+    """
+    tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
+    if dtype is None or all(t.dtype == dtype for t in tensors):
+        yield
+        return
+    originals = [t.data for t in tensors]
+    try:
+        for t in tensors:
+            t.data = t.data.to(dtype)  # keeps the memory order (``to_decode_layout``'s too)
+        yield
+    finally:
+        for t, original in zip(tensors, originals):
+            t.data = original
 
-    def run(self, logits_hook=None) -> Iterator[Step]:
+
+@dataclass
+class _DecodeState:
+    """What one decoding loop keeps between steps: each row's tokens, window and status.
+
+    Row i's model input is its window ``tokens[i][start[i]:]``; a finished row keeps a
+    one-token window so it costs nothing in later steps.
+    """
+
+    model: GPT
+    options: _Options
+    tokens: list[list[int]]  # prompt + generated, per row
+    n_prompt: list[int]  # prompt length per row: penalties and stop strings look past it
+    start: list[int]  # window start per row
+    done: list[bool]  # the row drew the eot, hit a stop string (or the loop ended)
+    counts: torch.Tensor | None  # (B, V) penalty counts over the generated window
+    cache: KVCache | None
+    mask: torch.Tensor | None = None  # (B, cache.pos) attention mask while padding is cached
+    next_pos: torch.Tensor | None = None  # (B, 1) position id of each row's next token
+
+    @classmethod
+    def new(cls, model: GPT, rows: list[list[int]], options: _Options) -> _DecodeState:
+        """The state before the prefill: the prompts, nothing generated, an empty cache."""
+        counts = cache = None
+        if options.sampler.uses_penalties:
+            counts = torch.zeros(len(rows), model.config.vocab_size, device=options.device)
+        if options.use_cache:  # in the model's dtype: after ``_cast``
+            dtype = next(model.parameters()).dtype
+            cache = model.new_kv_cache(len(rows), device=options.device, dtype=dtype)
+        return cls(
+            model=model,
+            options=options,
+            tokens=[list(r) for r in rows],
+            n_prompt=[len(r) for r in rows],
+            start=[0] * len(rows),
+            done=[False] * len(rows),
+            counts=counts,
+            cache=cache,
+        )
+
+    @property
+    def sampler(self) -> SamplerConfig:
+        return self.options.sampler
+
+    def run(self, logits_hook: LogitsHook | None = None) -> Iterator[Step]:
+        """Prefill, then draw, record and feed back one token per row each step."""
         logits = self._prefill()
         for step in range(self.sampler.max_new_tokens):
             logits = logits.float()
             if logits_hook is not None:
                 replaced = logits_hook(logits)
                 logits = logits if replaced is None else replaced
-            new = sample_next(logits, self.sampler, self.counts, self.generator)
-            out = self._accept(new.tolist(), step)
-            yield out
+            new = sample_next(logits, self.sampler, self.counts, self.options.generator)
+            yield self._accept(new.tolist())
             if all(self.done) or step == self.sampler.max_new_tokens - 1:
                 return
             logits = self._advance(new)
 
-    def _accept(self, new: list[int], step: int) -> Step:
+    def _accept(self, new: list[int]) -> Step:
         """Record the drawn tokens; decide which rows finish; return what is output."""
         out: Step = []
         for i, tok in enumerate(new):
@@ -332,7 +435,7 @@ class _DecodeLoop:
                 out.append(None)
                 continue
             self.tokens[i].append(tok)
-            if tok == self.eot_id:
+            if tok == self.options.eot_id:
                 self.done[i] = True
                 out.append(None)
                 continue
@@ -340,17 +443,15 @@ class _DecodeLoop:
             if self.sampler.stop and self._hit_stop(i):
                 self.done[i] = True
         if self.counts is not None:
-            self._count(new)
+            self._count(self.counts, new)
         for i in range(len(new)):
             if self.done[i]:  # a finished row keeps one token so it costs nothing later
                 self.start[i] = len(self.tokens[i]) - 1
         return out
 
-    def _count(self, new: list[int]) -> None:
+    def _count(self, counts: torch.Tensor, new: list[int]) -> None:
         """Update the penalty counts over the generated window."""
-        counts = self.counts
-        assert counts is not None  # called only when the sampler uses penalties
-        idx = torch.tensor(new, device=self.device).unsqueeze(-1)
+        idx = torch.tensor(new, device=self.options.device).unsqueeze(-1)
         counts.scatter_add_(-1, idx, torch.ones_like(idx, dtype=counts.dtype))
         w = self.sampler.penalty_window
         if w is None:
@@ -361,20 +462,25 @@ class _DecodeLoop:
                 counts[i, toks[-w - 1]] -= 1
 
     def _hit_stop(self, i: int) -> bool:
+        """Whether row i's generated text now contains a stop string (decodes its tail only)."""
+        tokenizer = self.options.tokenizer
+        assert tokenizer is not None  # ``stream`` refuses stop strings without one
+        tail_tokens = 4 * max(len(s) for s in self.sampler.stop) + 4  # >= 1 token per char
         generated = self.tokens[i][self.n_prompt[i] :]
-        tail = self.tokenizer.decode(generated[-self.stop_tail :])
+        tail = tokenizer.decode(generated[-tail_tokens:])
         return any(s in tail for s in self.sampler.stop)
 
     def _advance(self, new: torch.Tensor) -> torch.Tensor:
         """Logits for the next step, sliding windows that would outgrow the context."""
+        block_size = self.model.config.block_size
         slid = False
         for i, toks in enumerate(self.tokens):
-            if len(toks) - self.start[i] > self.block_size:
-                self.start[i] = len(toks) - self.keep
+            if len(toks) - self.start[i] > block_size:
+                self.start[i] = len(toks) - self.options.keep
                 slid = True
-        if self.cache is None or slid or self.cache.pos + 1 > self.block_size:
+        if self.cache is None or slid or self.cache.pos + 1 > block_size:
             return self._prefill()
-        ids = new.to(self.device).view(-1, 1)
+        ids = new.to(self.options.device).view(-1, 1)
         if self.mask is None:  # no padding: the model's default positions are right
             logits = self._forward(ids, kv_cache=self.cache, last_only=True)
         else:
@@ -392,24 +498,25 @@ class _DecodeLoop:
 
     def _prefill(self) -> torch.Tensor:
         """Run every row's window at once (left-padded); fills the cache when there is one."""
+        device = self.options.device
         windows = [toks[s:] for toks, s in zip(self.tokens, self.start)]
         lengths = [len(w) for w in windows]
         width = max(lengths)
         ids = torch.tensor(
             [[0] * (width - n) + w for w, n in zip(windows, lengths)],
             dtype=torch.long,
-            device=self.device,
+            device=device,
         )
         kwargs: dict[str, Any] = {"last_only": True}
         self.mask = self.next_pos = None
         if min(lengths) != width:
             mask = torch.tensor(
-                [[0] * (width - n) + [1] * n for n in lengths], dtype=torch.long, device=self.device
+                [[0] * (width - n) + [1] * n for n in lengths], dtype=torch.long, device=device
             )
             kwargs["attention_mask"] = mask
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
             self.mask = mask
-            self.next_pos = torch.tensor(lengths, device=self.device).view(-1, 1)
+            self.next_pos = torch.tensor(lengths, device=device).view(-1, 1)
         if self.cache is not None:
             self.cache.reset()
             kwargs["kv_cache"] = self.cache

@@ -13,22 +13,22 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-import torch
-
+from gptlab.model.gpt import GPT
 from gptlab.sampling.config import SamplerConfig
 from gptlab.sampling.generate import generate
+from gptlab.tokenizer.base import Tokenizer
 
 _REPLACEMENT = "\ufffd"
 
 
-def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
     """Encode a prompt; unknown characters raise the tokenizer's clear ``TokenizerError``."""
     return list(tokenizer.encode(prompt)) if prompt else []
 
 
-def completion_text(tokenizer: Any, ids: list[int], stop: list[str] | tuple[str, ...] = ()) -> str:
+def completion_text(
+    tokenizer: Tokenizer, ids: list[int], stop: list[str] | tuple[str, ...] = ()
+) -> str:
     """Decode ``ids`` and cut the text before the first stop string, if any occurs."""
     text = tokenizer.decode(list(ids))
     return text[: _first_stop(text, stop)]
@@ -47,7 +47,7 @@ class TextStream:
     once ``finish`` has been called.
     """
 
-    def __init__(self, tokenizer: Any, stop: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(self, tokenizer: Tokenizer, stop: list[str] | tuple[str, ...] = ()) -> None:
         self.tokenizer = tokenizer
         self.stop = list(stop)
         self.ids: list[int] = []
@@ -93,9 +93,7 @@ class TextStream:
         return piece
 
 
-def generate_text(
-    model: torch.nn.Module, tokenizer: Any, prompt: str, sampler: SamplerConfig
-) -> str:
+def generate_text(model: GPT, tokenizer: Tokenizer, prompt: str, sampler: SamplerConfig) -> str:
     """Continue ``prompt`` and return the completion only (the prompt is not repeated).
 
     The completion stops at end-of-text (``sampler.stop_at_eot``), at a stop string
@@ -103,5 +101,5 @@ def generate_text(
     in the prompt raise the tokenizer's ``TokenizerError``.
     """
     ids = encode_prompt(tokenizer, prompt)
-    new = cast(list[list[int]], generate(model, [ids], sampler, tokenizer=tokenizer))
+    new = generate(model, [ids], sampler, tokenizer=tokenizer)
     return completion_text(tokenizer, new[0], sampler.stop)

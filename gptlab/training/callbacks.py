@@ -206,6 +206,7 @@ class SampleText(L.Callback):
 
     @rank_zero_only
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from gptlab.model.gpt import GPT
         from gptlab.sampling import SamplerConfig, generate_text
         from gptlab.tokenizer import tokenizer_from_dict
 
@@ -216,9 +217,7 @@ class SampleText(L.Callback):
         sampler = self.sampler if self.sampler is not None else SamplerConfig()
         was_training = pl_module.training
         pl_module.eval()
-        text = generate_text(
-            cast(torch.nn.Module, pl_module.model), tokenizer, self.prompt, sampler
-        )
+        text = generate_text(cast(GPT, pl_module.model), tokenizer, self.prompt, sampler)
         if was_training:
             pl_module.train()
         _print_above_bar(f"\n--- sample (prompt {self.prompt!r}) ---\n{self.prompt}{text}\n---")
