@@ -163,11 +163,47 @@ def test_save_format_is_readable(trained, tmp_path):
     data = json.loads(path.read_text(encoding="utf-8"))
     assert data["kind"] == "bpe" and data["format_version"] == 1
     assert data["special_tokens"] == {EOT: 599}
-    assert data["n_merges"] == len(data["merges"]) == 343
+    assert len(data["merges"]) == 343
+    # the merges are their own check (loading rebuilds the vocabulary): no count or checksum
+    assert "n_merges" not in data and "merges_sha256" not in data
     lines = path.read_text(encoding="utf-8").splitlines()
     # one merge per line, rendered like GPT-2's merges.txt ("Ġ" is a space)
     assert f'  "{data["merges"][0]}",' in lines or f' "{data["merges"][0]}",' in lines
     assert all(len(m.split(" ")) == 2 for m in data["merges"])
+
+
+def _old_file(tok: BPETokenizer, path: Path, settings_checksum: bool = True) -> Path:
+    """Write ``tok`` by hand exactly as gptlab wrote it before 2026-12 (commit 15caca0)."""
+    import hashlib
+
+    new = tok.to_dict()
+    lines = new["merges"]
+    data = {
+        "kind": "bpe",
+        "format_version": 1,
+        "pattern": tok.pattern,
+        "pattern_regex": tok.pattern_regex,
+        "special_tokens": dict(tok.special_tokens),
+        "byte_order": new["byte_order"],
+        "n_merges": len(lines),
+        "merges_sha256": hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest(),
+        "merges": lines,
+    }
+    if settings_checksum:
+        settings = {k: data[k] for k in ("pattern_regex", "special_tokens", "byte_order")}
+        blob = json.dumps(settings, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        data["settings_sha256"] = hashlib.sha256(blob).hexdigest()
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("settings_checksum", [True, False])
+def test_a_file_saved_by_the_old_code_loads(trained, tmp_path, settings_checksum):
+    path = _old_file(trained, tmp_path / "old.json", settings_checksum)
+    for loaded in (BPETokenizer.load(path), load_tokenizer(path)):
+        assert loaded.merges == trained.merges and loaded.pattern == trained.pattern
+        assert loaded.special_tokens == trained.special_tokens
+        assert loaded.encode(CORPUS) == trained.encode(CORPUS)
 
 
 def test_saved_ranks_load_into_tiktoken(trained, tmp_path):

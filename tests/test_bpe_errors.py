@@ -156,19 +156,41 @@ def test_truncated_json(saved, keep):
         load_tokenizer(saved)
 
 
-def test_merge_line_deleted(saved):
+def _old_format(path: Path) -> None:
+    """Give a saved file the merges count and checksum that files written before 2026-12 carry."""
+    import hashlib
+
+    def add(d):
+        d["n_merges"] = len(d["merges"])
+        d["merges_sha256"] = hashlib.sha256("\n".join(d["merges"]).encode("utf-8")).hexdigest()
+
+    _rewrite(path, add)
+
+
+def test_a_new_file_refuses_merges_that_no_longer_build_a_vocabulary(saved):
+    """No count or checksum is needed: loading rebuilds the vocabulary merge by merge."""
+    _rewrite(saved, lambda d: d["merges"].pop(0))  # later merges use the token it built
+    with pytest.raises(TokenizerError, match="not two known tokens"):
+        BPETokenizer.load(saved)
+
+
+def test_an_old_files_merge_count_is_still_verified(saved):
+    _old_format(saved)
     _rewrite(saved, lambda d: d["merges"].pop(3))
     with pytest.raises(TokenizerError, match="lists 42 merges but says n_merges=43"):
         BPETokenizer.load(saved)
 
 
-def test_merge_edited(saved):
+def test_an_old_files_merges_checksum_is_still_verified(saved):
+    _old_format(saved)
     _rewrite(saved, lambda d: d["merges"].__setitem__(0, "x y"))
     with pytest.raises(TokenizerError, match="do not match their checksum"):
         BPETokenizer.load(saved)
 
 
 def test_deliberate_edit_without_checksum(saved, tok):
+    _old_format(saved)
+
     def edit(d):
         del d["merges_sha256"]
         d["merges"][-1] = "x y"
@@ -197,12 +219,7 @@ def test_deliberate_edit_without_checksum(saved, tok):
     ],
 )
 def test_hand_edited_json(saved, edit, message):
-    def edit_without_checksum(d):
-        d.pop("merges_sha256", None)
-        d.pop("n_merges", None)
-        edit(d)
-
-    _rewrite(saved, edit_without_checksum)
+    _rewrite(saved, edit)
     with pytest.raises(TokenizerError, match=message):
         BPETokenizer.load(saved)
 

@@ -16,8 +16,6 @@ with GPT-2's printable alphabet, see ``bpe_patterns.byte_to_unicode``)::
      "pattern_regex": "'(?i:[sdmt]|ll|ve|re)|...",
      "special_tokens": {"<|endoftext|>": 4095},
      "byte_order": null,
-     "n_merges": 3839,
-     "merges_sha256": "9f2c...",
      "merges": [
       "Ġ t",
       "h e",
@@ -28,10 +26,16 @@ with GPT-2's printable alphabet, see ``bpe_patterns.byte_to_unicode``)::
 
 ``byte_order`` says which byte each of the ids 0..255 stands for: ``null`` for id ==
 byte value (tokenizers trained here), ``"gpt2"`` for GPT-2's order, or a list of 256
-byte values. ``n_merges`` and ``merges_sha256`` catch a file whose merges were truncated
-or edited, ``settings_sha256`` one whose split pattern, special tokens or byte order were
-(together they cover every field that decides the ids): delete a checksum to accept a
-deliberate edit. Files without ``settings_sha256`` (written before it existed) still load.
+byte values.
+
+The merges check themselves: a truncated file is not valid JSON, and loading rebuilds
+the vocabulary, refusing a merge that is not two known tokens or that builds a token a
+second time, so a hand edit that breaks them is one error naming the merge.
+``settings_sha256`` catches what no such check can, an edited split pattern, special
+token or byte order (each still valid on its own, but giving other ids): delete it to
+accept a deliberate edit. Files without it (written before it existed) still load.
+Files written before the merges checked themselves also carry ``n_merges`` and
+``merges_sha256``; those are still verified when present.
 
 tiktoken's ranks file (``.tiktoken``) is one ``base64(token_bytes) id`` per line.
 """
@@ -131,11 +135,12 @@ def merges_from_vocab(vocab: list[bytes]) -> list[tuple[int, int]]:
 
 
 def merges_checksum(lines: list[str]) -> str:
+    """``merges_sha256`` of older files: verified when present, no longer written."""
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
-# The fields besides the merges that change which ids a text gets: ``settings_sha256`` covers
-# them as ``merges_sha256`` covers the merges, so together they cover the whole encoding.
+# The fields besides the merges that change which ids a text gets and that no structural
+# check can catch being edited: ``settings_sha256`` covers them.
 SETTINGS_FIELDS = ("pattern_regex", "special_tokens", "byte_order")
 
 
@@ -183,8 +188,6 @@ def to_json_dict(
         "pattern_regex": pattern_regex,
         "special_tokens": dict(special_tokens),
         "byte_order": order,
-        "n_merges": len(lines),
-        "merges_sha256": merges_checksum(lines),
         "merges": lines,
     }
     data["settings_sha256"] = settings_checksum(data)
@@ -220,6 +223,7 @@ def parse_json_dict(data: Any, source: str, kind: str) -> dict[str, Any]:
             )
 
     lines = data["merges"]
+    # Older files carry a count and a checksum of the merges: honour them while they are there.
     if "n_merges" in data and data["n_merges"] != len(lines):
         raise TokenizerError(
             f"{source}: it lists {len(lines)} merges but says n_merges={data['n_merges']}; "
