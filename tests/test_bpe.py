@@ -211,8 +211,10 @@ def test_saved_ranks_load_into_tiktoken(trained, tmp_path):
     from tiktoken.load import load_tiktoken_bpe
 
     path = trained.save(tmp_path / "tok.json")
+    assert not (tmp_path / "tok.json.tiktoken").exists()  # saving writes the JSON alone
+    exported = trained.export_tiktoken(tmp_path / "tok.tiktoken")
     meta = json.loads(path.read_text(encoding="utf-8"))
-    ranks = load_tiktoken_bpe(str(tmp_path / "tok.json.tiktoken"))
+    ranks = load_tiktoken_bpe(str(exported))
     enc = tiktoken.Encoding(
         "mine",
         pat_str=meta["pattern_regex"],
@@ -222,7 +224,7 @@ def test_saved_ranks_load_into_tiktoken(trained, tmp_path):
     assert enc.encode(CORPUS, allowed_special="all") == trained.encode(CORPUS)
     # and back: our loader reads the ranks file, recovering the same merges
     again = BPETokenizer.from_tiktoken_file(
-        tmp_path / "tok.json.tiktoken",
+        exported,
         special_tokens=trained.special_tokens,
         pattern=trained.pattern,
     )
@@ -236,7 +238,8 @@ def test_gpt2_ranks_save_and_load(tmp_path):
     gpt2 = BPETokenizer.from_tiktoken_file(ranks)
     path = gpt2.save(tmp_path / "gpt2.json")
     assert json.loads(path.read_text(encoding="utf-8"))["byte_order"] == "gpt2"
-    assert (tmp_path / "gpt2.json.tiktoken").read_bytes() == ranks.read_bytes()
+    exported = gpt2.export_tiktoken(tmp_path / "gpt2.tiktoken")
+    assert exported.read_bytes() == ranks.read_bytes()
     loaded = BPETokenizer.load(path)
     assert loaded.vocab == gpt2.vocab
     assert loaded.encode("Hello world" + EOT) == [15496, 995, 50256]
@@ -247,7 +250,7 @@ def test_save_overwrites_atomically(trained, tmp_path):
     path.write_text("old")
     trained.save(path)
     assert BPETokenizer.load(path).merges == trained.merges
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok.json", "tok.json.tiktoken"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok.json"]  # and no side file
 
 
 # ------------------------------------------------------------------ config entry point

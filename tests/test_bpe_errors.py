@@ -234,8 +234,8 @@ def test_not_a_json_object(tmp_path):
         BPETokenizer.load(path)
 
 
-def test_truncated_tiktoken_file(saved, tmp_path):
-    ranks = saved.with_name(saved.name + ".tiktoken")
+def test_truncated_tiktoken_file(tok, tmp_path):
+    ranks = tok.export_tiktoken(tmp_path / "tok.tiktoken")
     raw = ranks.read_bytes()
     cut = tmp_path / "cut.tiktoken"
     cut.write_bytes(raw[: len(raw) // 2 - 3])  # cuts inside a line

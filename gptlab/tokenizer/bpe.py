@@ -376,23 +376,24 @@ class BPETokenizer(Tokenizer):
         verify_settings_checksum(data, source)  # after the fields' own checks, which name the field
         return tokenizer
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``path`` (the JSON, the source of truth) and ``<path>.tiktoken`` beside it.
+    def export_tiktoken(self, path: str | Path) -> Path:
+        """Write our ranks as a tiktoken ``.tiktoken`` file (atomically), for use without gptlab.
 
-        The ``.tiktoken`` file holds our ranks in tiktoken's own format, so tiktoken
-        (or anyone) can use the vocabulary without gptlab; give it ``pattern_regex``
-        and ``special_tokens`` from the JSON. Both writes are atomic.
+        ``save`` writes the JSON, which is all gptlab needs; this is the export for
+        tiktoken (``tiktoken.load.load_tiktoken_bpe``) or any tool that reads its ranks
+        format. A ranks file holds no split pattern or special tokens: pass tiktoken
+        ``pattern_regex`` and ``special_tokens``. :meth:`load` reads it back.
         """
         from gptlab.utils.io import atomic_write_text
 
         path = Path(path)
-        super().save(path)
-        atomic_write_text(path.with_name(path.name + ".tiktoken"), tiktoken_file_text(self.vocab))
+        atomic_write_text(path, tiktoken_file_text(self.vocab))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:
-        """Read a tokenizer saved by :meth:`save` (or a ``.tiktoken`` ranks file)."""
+        """Read a tokenizer saved by :meth:`save` (or a ``.tiktoken`` ranks file, with GPT-2's
+        pattern and ``<|endoftext|>``: see :meth:`from_tiktoken_file`)."""
         path = Path(path)
         if path.suffix == ".tiktoken":
             return cls.from_tiktoken_file(path)
