@@ -66,9 +66,9 @@ MAX_SPECIAL_GAP = 1 << 16
 class BPETokenizer(Tokenizer):
     """Byte-level BPE: ``vocab[id]`` is the bytes of each ordinary token, id = merge rank.
 
-    Build one with :meth:`train`, :meth:`load`, :meth:`from_tiktoken_file` or
-    :meth:`from_merges`. Every way in goes through the constructor, which checks the
-    merges and special tokens, so an invalid tokenizer object never exists.
+    Build one with :meth:`train`, :meth:`load`, :meth:`from_tiktoken_file` or the
+    constructor (from a merges list). Every way in goes through the constructor, which
+    checks the merges and special tokens, so an invalid tokenizer object never exists.
     """
 
     kind = "bpe"
@@ -166,11 +166,6 @@ class BPETokenizer(Tokenizer):
     ) -> BPETokenizer:
         """:meth:`train` on a UTF-8 file; ``errors="replace"`` accepts files with bad bytes."""
         return cls.train(read_text_file(path, errors=errors), **train_kwargs)
-
-    @classmethod
-    def from_merges(cls, merges: Sequence[tuple[int, int]], **kwargs: Any) -> BPETokenizer:
-        """Build from a merges list (``(left_id, right_id)`` each, id ``256 + i`` for merge ``i``)."""
-        return cls(merges, **kwargs)
 
     @classmethod
     def from_tiktoken_file(
