@@ -24,7 +24,7 @@ from gptlab.tokenizer.bpe_train import _blocks, count_chunks, learn_merges
 
 
 def fast_merges(text: str, n_merges: int, pattern: str) -> list[tuple[int, int]]:
-    merges, _ = learn_merges(count_chunks(text, pattern), n_merges)
+    merges = learn_merges(count_chunks(text, pattern), n_merges)
     return merges
 
 
@@ -68,7 +68,7 @@ def test_duplicate_bytes_are_not_new_tokens():
 
 
 def test_runs_out_of_pairs():
-    merges, _ = learn_merges(Counter({"ab": 2, "c": 5}), 100)
+    merges = learn_merges(Counter({"ab": 2, "c": 5}), 100)
     assert merges == [(97, 98)]
 
 

@@ -149,7 +149,7 @@ class BPETokenizer(Tokenizer):
         name, pattern_regex = resolve_pattern(pattern)
         n_merges = vocab_size - 256 - len(specials)
         counts = count_chunks(text, pattern_regex, specials, progress=progress)
-        merges, _ = learn_merges(counts, n_merges, progress=progress)
+        merges = learn_merges(counts, n_merges, progress=progress)
         if len(merges) < n_merges:
             warnings.warn(
                 f"the training text only supports {len(merges)} merges, not the {n_merges} that "

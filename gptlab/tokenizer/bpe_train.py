@@ -101,15 +101,14 @@ def _blocks(text: str, block_chars: int = _BLOCK_CHARS) -> Iterable[str]:
 
 def learn_merges(
     chunk_counts: dict[str, int], n_merges: int, progress: bool = False
-) -> tuple[list[tuple[int, int]], int]:
+) -> list[tuple[int, int]]:
     """Learn up to ``n_merges`` merges over byte ids 0..255 from weighted chunks.
 
-    Returns ``(merges, n_duplicates)``. Merge ``i`` creates id ``256 + i`` from the
-    pair ``merges[i]``. Fewer merges come back when the corpus runs out of pairs.
-    ``n_duplicates`` counts pairs whose bytes already formed a token (``"t"+"he"``
-    after ``"th"+"e"``): those are merged into the existing token in the corpus but
-    spend no new id, because a vocabulary with two ids for the same bytes cannot be
-    loaded into tiktoken, and the rank-based encoder would never produce the second.
+    Merge ``i`` creates id ``256 + i`` from the pair ``merges[i]``. Fewer merges come
+    back when the corpus runs out of pairs. A pair whose bytes already formed a token
+    (``"t"+"he"`` after ``"th"+"e"``) is merged into the existing token in the corpus
+    but spends no new id, because a vocabulary with two ids for the same bytes cannot
+    be loaded into tiktoken, and the rank-based encoder would never produce the second.
     """
     # Each distinct chunk becomes a word: a str with one character per token id.
     # UTF-8 bytes decoded as Latin-1 give exactly chr(byte) for each byte, in C.
@@ -134,7 +133,6 @@ def learn_merges(
     token_bytes = [bytes([i]) for i in range(256)]
     token_id = {t: i for i, t in enumerate(token_bytes)}
     merges: list[tuple[int, int]] = []
-    n_duplicates = 0
     bar = _progress_bar(n_merges, progress, "BPE merges", "merge")
     while len(merges) < n_merges:
         pair = _pop_best(heap, pair_counts)
@@ -150,13 +148,11 @@ def learn_merges(
             merges.append((a, b))
             if bar is not None and len(merges) % 32 == 0:
                 bar.update(32)
-        else:
-            n_duplicates += 1
         _merge_everywhere(pair, chr(z), words, freqs, pair_counts, where, heap)
     if bar is not None:
         bar.update(len(merges) - bar.n)
         bar.close()
-    return merges, n_duplicates
+    return merges
 
 
 def _pop_best(heap: list[tuple[int, str]], pair_counts: dict[str, int]) -> str | None:
