@@ -166,6 +166,8 @@ def test_save_format_is_readable(trained, tmp_path):
     assert len(data["merges"]) == 343
     # the merges are their own check (loading rebuilds the vocabulary): no count or checksum
     assert "n_merges" not in data and "merges_sha256" not in data
+    # one field for the split pattern: the regex (its name is recognised from it on loading)
+    assert "pattern" not in data and data["pattern_regex"] == trained.pattern_regex
     lines = path.read_text(encoding="utf-8").splitlines()
     # one merge per line, rendered like GPT-2's merges.txt ("Ġ" is a space)
     assert f'  "{data["merges"][0]}",' in lines or f' "{data["merges"][0]}",' in lines
@@ -204,6 +206,14 @@ def test_a_file_saved_by_the_old_code_loads(trained, tmp_path, settings_checksum
         assert loaded.merges == trained.merges and loaded.pattern == trained.pattern
         assert loaded.special_tokens == trained.special_tokens
         assert loaded.encode(CORPUS) == trained.encode(CORPUS)
+
+
+def test_one_parameter_for_the_split_pattern(trained):
+    """A name and its regex build the same tokenizer; the name is recognised from the regex."""
+    by_regex = BPETokenizer(trained.merges, pattern=trained.pattern_regex)
+    by_name = BPETokenizer(trained.merges, pattern=trained.pattern)
+    assert by_regex.pattern == by_name.pattern == trained.pattern
+    assert by_regex.encode(CORPUS) == by_name.encode(CORPUS)
 
 
 def test_saved_ranks_load_into_tiktoken(trained, tmp_path):

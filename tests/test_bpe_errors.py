@@ -79,7 +79,11 @@ def test_custom_pattern_works(tmp_path):
     tok = BPETokenizer.train(CORPUS, vocab_size=300, pattern=r"\w+|\s+|[^\w\s]+", progress=False)
     assert tok.pattern == "custom"
     loaded = BPETokenizer.load(tok.save(tmp_path / "c.json"))
+    assert loaded.pattern == "custom"
     assert loaded.encode(CORPUS) == tok.encode(CORPUS) == tok.encode_python(CORPUS)
+    # older files also stored the name ("custom") beside the regex: the regex decides
+    _rewrite(tmp_path / "c.json", lambda d: d.__setitem__("pattern", "custom"))
+    assert BPETokenizer.load(tmp_path / "c.json").pattern_regex == tok.pattern_regex
 
 
 def test_non_utf8_file(tmp_path):

@@ -79,25 +79,22 @@ class BPETokenizer(Tokenizer):
         pattern: str | None = "gpt4",
         special_tokens: Iterable[str] | Mapping[str, int] = (EOT,),
         byte_order: Sequence[int] | None = None,
-        pattern_regex: str | None = None,
     ) -> None:
         """``merges[i]`` is the pair of ids that makes id ``256 + i``.
 
+        ``pattern`` is a name (``"gpt2"``, ``"gpt4"``), ``None`` (no pre-split) or the
+        regex itself; a saved tokenizer stores the regex, so it keeps splitting exactly
+        as when it was saved, and its name is recognised from it (``"custom"`` if none).
         ``byte_order[i]`` is the byte that id ``i < 256`` stands for (default: byte ``i``;
         GPT-2 uses another order). ``special_tokens`` is a list (ids follow the merges)
-        or a dict ``{text: id}``. ``pattern_regex`` overrides the named pattern's regex,
-        which is how a saved tokenizer keeps splitting exactly as when it was saved.
+        or a dict ``{text: id}``.
         """
         self.merges = [(int(a), int(b)) for a, b in merges]
         self.byte_order = (
             None if byte_order is None or list(byte_order) == list(range(256)) else list(byte_order)
         )
         self.vocab = vocab_from_merges(self.merges, self.byte_order)
-        name, default_regex = resolve_pattern(pattern) if pattern != "custom" else ("custom", "")
-        self.pattern = name
-        self.pattern_regex = pattern_regex or default_regex
-        if not self.pattern_regex:
-            raise TokenizerError("a custom split pattern needs its regex (pattern_regex)")
+        self.pattern, self.pattern_regex = resolve_pattern(pattern)  # the name, the regex
         self._split = compile_pattern(self.pattern_regex)
         self._ranks = {token: i for i, token in enumerate(self.vocab)}
         self.special_tokens = _check_special_tokens(special_tokens, self._ranks)
@@ -158,7 +155,7 @@ class BPETokenizer(Tokenizer):
                 UserWarning,
                 stacklevel=2,
             )
-        return cls(merges, pattern=name, special_tokens=specials, pattern_regex=pattern_regex)
+        return cls(merges, pattern=pattern_regex, special_tokens=specials)
 
     @classmethod
     def train_from_file(
@@ -358,7 +355,6 @@ class BPETokenizer(Tokenizer):
         return to_json_dict(
             self.vocab,
             self.merges,
-            self.pattern,
             self.pattern_regex,
             self.special_tokens,
             self.byte_order,

@@ -12,7 +12,6 @@ with GPT-2's printable alphabet, see ``bpe_patterns.byte_to_unicode``)::
     {
      "kind": "bpe",
      "format_version": 1,
-     "pattern": "gpt4",
      "pattern_regex": "'(?i:[sdmt]|ll|ve|re)|...",
      "special_tokens": {"<|endoftext|>": 4095},
      "byte_order": null,
@@ -23,6 +22,10 @@ with GPT-2's printable alphabet, see ``bpe_patterns.byte_to_unicode``)::
      ],
      "settings_sha256": "41ab..."
     }
+
+``pattern_regex`` is the split pattern itself, not its name, so a file keeps splitting as
+when it was saved (the name, ``gpt4`` here, is recognised from it on loading). Older
+files also carry the name as ``pattern``; it is ignored.
 
 ``byte_order`` says which byte each of the ids 0..255 stands for: ``null`` for id ==
 byte value (tokenizers trained here), ``"gpt2"`` for GPT-2's order, or a list of 256
@@ -168,7 +171,6 @@ def verify_settings_checksum(data: dict[str, Any], source: str) -> None:
 def to_json_dict(
     vocab: list[bytes],
     merges: list[tuple[int, int]],
-    pattern: str | None,
     pattern_regex: str,
     special_tokens: dict[str, int],
     byte_order: list[int] | None,
@@ -184,7 +186,6 @@ def to_json_dict(
     data = {
         "kind": kind,
         "format_version": FORMAT_VERSION,
-        "pattern": pattern,
         "pattern_regex": pattern_regex,
         "special_tokens": dict(special_tokens),
         "byte_order": order,
@@ -274,8 +275,9 @@ def parse_json_dict(data: Any, source: str, kind: str) -> dict[str, Any]:
     return {
         "merges": merges,
         "byte_order": byte_order,
-        "pattern": data.get("pattern", "custom"),
-        "pattern_regex": data["pattern_regex"],
+        "pattern": data[
+            "pattern_regex"
+        ],  # the regex decides; older files' "pattern" name is ignored
         "special_tokens": dict(specials),
     }
 
