@@ -7,6 +7,7 @@ temporary caches exactly where the real download code would have put them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -41,19 +42,21 @@ TINY_OVERRIDES = [
 ]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Point every cache at a session folder seeded from shared/data; keep wandb offline."""
-    root = tmp_path_factory.mktemp("caches")
+def seed_caches(root: Path) -> dict[str, str]:
+    """Offline caches under ``root`` seeded from the shared data; the env vars pointing at them.
+
+    The test session uses them (``offline_environment``), and so does
+    ``python -m tests.notebooks_regen``, so regenerated notebooks see what their test sees.
+    """
     data_dir = root / "gptlab"
-    (data_dir / "corpora").mkdir(parents=True)
+    (data_dir / "corpora").mkdir(parents=True, exist_ok=True)
     if SHAKESPEARE.is_file():
         shutil.copy(SHAKESPEARE, data_dir / "corpora" / "tinyshakespeare.txt")
     tiktoken_dir = root / "tiktoken"
-    tiktoken_dir.mkdir()
+    tiktoken_dir.mkdir(exist_ok=True)
     if R50K.is_file():
         shutil.copy(R50K, tiktoken_dir / R50K_CACHE_NAME)
-    env = {
+    return {
         "GPTLAB_DATA_DIR": str(data_dir),
         "TIKTOKEN_CACHE_DIR": str(tiktoken_dir),
         "WANDB_MODE": "offline",
@@ -61,8 +64,14 @@ def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Point every cache at a session folder seeded from shared/data; keep wandb offline."""
+    env = seed_caches(tmp_path_factory.mktemp("caches"))
     os.environ.update(env)
-    return data_dir
+    return Path(env["GPTLAB_DATA_DIR"])
 
 
 def compose_train(overrides: list[str], output_dir: Path):
@@ -73,6 +82,33 @@ def compose_train(overrides: list[str], output_dir: Path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
+
+
+def compose_evaluate(overrides: list[str]):
+    """Compose ``gptlab/conf/evaluate.yaml`` the way ``python -m gptlab.evaluate`` does."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("evaluate", overrides=overrides)
+
+
+def write_jsonl_records(path: Path, records: list[dict]) -> Path:
+    """A task or corpus file: one JSON object a line."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared CPU run fastest on one thread (opt in per module)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

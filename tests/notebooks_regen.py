@@ -18,45 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, seed_caches
+
 NOTEBOOK_DIR = REPO / "experiments" / "notebooks"
-SHARED_DATA = Path(os.environ.get("GPTLAB_SHARED_DATA") or REPO.parent / "shared" / "data")
-SHAKESPEARE = SHARED_DATA / "tinyshakespeare.txt"
-R50K = SHARED_DATA / "r50k_base.tiktoken"
-R50K_CACHE_NAME = "0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4"  # sha1 of r50k_base's address
 CELL_TIMEOUT_S = 300
 # What the committed outputs show for the run's temp folder (a reader's usual TMPDIR).
 SHOWN_TMP = "/tmp"
-
-
-def seed_caches(root: Path) -> dict[str, str]:
-    """Offline caches under ``root`` seeded from the shared data: the env vars pointing at them.
-
-    The same layout as ``tests.conftest.offline_environment`` (which the test itself uses).
-    """
-    data_dir = root / "gptlab"
-    (data_dir / "corpora").mkdir(parents=True, exist_ok=True)
-    if SHAKESPEARE.is_file():
-        shutil.copy(SHAKESPEARE, data_dir / "corpora" / "tinyshakespeare.txt")
-    tiktoken_dir = root / "tiktoken"
-    tiktoken_dir.mkdir(exist_ok=True)
-    if R50K.is_file():
-        shutil.copy(R50K, tiktoken_dir / R50K_CACHE_NAME)
-    return {
-        "GPTLAB_DATA_DIR": str(data_dir),
-        "TIKTOKEN_CACHE_DIR": str(tiktoken_dir),
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
 
 
 def execute(name: str, root: Path, extra_env: dict[str, str] | None = None) -> Any:

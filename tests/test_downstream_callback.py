@@ -23,7 +23,7 @@ from gptlab.evaluation import results as result_file
 from gptlab.evaluation.callback import DownstreamEval
 from gptlab.evaluation.tasks import TaskError
 from gptlab.train import train
-from tests.conftest import TINY_OVERRIDES, compose_train, needs_r50k
+from tests.conftest import TINY_OVERRIDES, compose_train, needs_r50k, write_jsonl_records
 
 pytestmark = needs_r50k
 
@@ -48,17 +48,12 @@ def piqa_items(offset: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-def write_jsonl(path: Path, items: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(it) + "\n" for it in items), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def task_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``tiny``: one piqa-format task YAML; ``mini``: a suite of two members (centred scores)."""
     root = tmp_path_factory.mktemp("tasks")
-    data = write_jsonl(root / "tiny.jsonl", piqa_items())
-    other = write_jsonl(root / "other.jsonl", piqa_items(offset=1))
+    data = write_jsonl_records(root / "tiny.jsonl", piqa_items())
+    other = write_jsonl_records(root / "other.jsonl", piqa_items(offset=1))
     mc = {"kind": "multiple_choice", "context": "{query}", "choices": "choices", "gold": "gold"}
     tiny = {"name": "tiny", **mc, "path": str(data), "random_baseline": 0.5}
     suite = {
@@ -157,7 +152,7 @@ def test_train_loss_is_unchanged_by_the_callback(task_files, tmp_path):
 
 
 def test_a_tokenizer_that_cannot_encode_a_task_stops_before_training(tmp_path):
-    data = write_jsonl(
+    data = write_jsonl_records(
         tmp_path / "snow.jsonl",
         [{"query": "Question: What is \u2603?\n", "choices": ["snow", "sand"], "gold": 0}],
     )
@@ -189,7 +184,7 @@ def test_a_tokenizer_that_cannot_encode_a_task_stops_before_training(tmp_path):
 def test_an_item_longer_than_the_context_is_passed_over_or_refused(tmp_path):
     items = piqa_items()
     items[1]["choices"][0] = "Wipe it " + "very " * 40 + "gently."  # > block_size=32 tokens
-    data = write_jsonl(tmp_path / "long.jsonl", items)
+    data = write_jsonl_records(tmp_path / "long.jsonl", items)
     task = tmp_path / "long.yaml"
     OmegaConf.save(
         OmegaConf.create(
@@ -341,7 +336,9 @@ def test_a_rank_with_an_empty_share_of_a_task_can_still_score_it(tmp_path):
     from gptlab.model import GPT, GPTConfig
     from gptlab.tokenizer.char import CharTokenizer
 
-    data = write_jsonl(tmp_path / "one.jsonl", [{"query": "ab", "choices": ["a", "b"], "gold": 0}])
+    data = write_jsonl_records(
+        tmp_path / "one.jsonl", [{"query": "ab", "choices": ["a", "b"], "gold": 0}]
+    )
     task = load_task(
         {"name": "one", "kind": "multiple_choice", "context": "{query}", "path": str(data)}
     )

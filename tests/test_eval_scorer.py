@@ -23,12 +23,8 @@ from tests.conftest import needs_r50k
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU run fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one thread (conftest.one_thread)."""
 
 
 def tiny_model(seed: int = 0, block_size: int = 16, vocab: int = 50, **kw) -> GPT:

@@ -8,7 +8,6 @@ downloads); nothing needs a model or the network.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,7 @@ from gptlab.evaluation.tasks import (
     suite_members,
     task_config,
 )
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
+from tests.conftest import write_jsonl_records
 
 MC = [
     {
@@ -53,7 +47,7 @@ MC_TASK = {
 
 
 def mc_task(tmp_path: Path, **settings: Any):
-    data = write_jsonl(tmp_path / "mc.jsonl", MC)
+    data = write_jsonl_records(tmp_path / "mc.jsonl", MC)
     return load_task({**MC_TASK, "path": str(data), **settings})
 
 
@@ -73,7 +67,7 @@ def test_multiple_choice_renders_one_context_and_a_continuation_per_choice(tmp_p
 
 
 def test_schema_renders_one_context_per_option_and_one_shared_continuation(tmp_path):
-    data = write_jsonl(
+    data = write_jsonl_records(
         tmp_path / "wino.jsonl",
         [
             {
@@ -97,7 +91,7 @@ def test_schema_renders_one_context_per_option_and_one_shared_continuation(tmp_p
 
 
 def test_language_modeling_renders_the_stripped_context_and_the_gold_continuation(tmp_path):
-    data = write_jsonl(
+    data = write_jsonl_records(
         tmp_path / "lambada.jsonl",
         [{"context": "  He looked at the cat and said hello to the  ", "continuation": "cat"}],
     )
@@ -143,7 +137,7 @@ def test_few_shot_examples_of_schema_and_language_modeling_tasks(tmp_path):
         for i in range(4)
     ]
     task = load_task(
-        "winogrande", path=str(write_jsonl(tmp_path / "s.jsonl", schema)), num_fewshot=2
+        "winogrande", path=str(write_jsonl_records(tmp_path / "s.jsonl", schema)), num_fewshot=2
     )
     for i, item in enumerate(task.items):
         prefix, _ = expected_prefix(
@@ -152,7 +146,9 @@ def test_few_shot_examples_of_schema_and_language_modeling_tasks(tmp_path):
         assert item.contexts == tuple(prefix + o for o in schema[i]["context_options"])
         assert item.continuations == (" " + schema[i]["continuation"],)
     lm = [{"context": f" passage {i} ends with ", "continuation": f"word{i}"} for i in range(4)]
-    task = load_task("lambada", path=str(write_jsonl(tmp_path / "l.jsonl", lm)), num_fewshot=2)
+    task = load_task(
+        "lambada", path=str(write_jsonl_records(tmp_path / "l.jsonl", lm)), num_fewshot=2
+    )
     for i, item in enumerate(task.items):
         prefix, _ = expected_prefix(
             lm, i, 2, 1234, lambda r: r["context"].strip() + " " + r["continuation"]
@@ -187,7 +183,7 @@ def test_a_task_yaml_inherits_from_a_sibling_with_defaults(tmp_path):
         "name: base\nkind: multiple_choice\ncontext: '{q}'\nchoices: opts\ngold: ans\n"
         "target_delimiter: ' => '\nrandom_baseline: 0.25\n"
     )
-    data = write_jsonl(tmp_path / "mc.jsonl", MC)
+    data = write_jsonl_records(tmp_path / "mc.jsonl", MC)
     child = tmp_path / "child.yaml"
     child.write_text(
         f"defaults:\n  - base\n  - _self_\nname: child\npath: {data}\nnum_fewshot: 1\n"
@@ -208,7 +204,9 @@ def test_the_shipped_hellaswag_lm_eval_inherits_from_hellaswag():
 
 
 def test_a_users_task_yaml_inherits_a_shipped_task(tmp_path):
-    data = write_jsonl(tmp_path / "hs.jsonl", [{"ctx": "A man", "endings": ["a", "b"], "label": 1}])
+    data = write_jsonl_records(
+        tmp_path / "hs.jsonl", [{"ctx": "A man", "endings": ["a", "b"], "label": 1}]
+    )
     mine = tmp_path / "my_hellaswag.yaml"
     mine.write_text(f"defaults:\n  - hellaswag\n  - _self_\nname: my_hellaswag\npath: {data}\n")
     task = load_task(str(mine))
@@ -296,7 +294,7 @@ def test_hellaswag_lm_eval_preprocessing_gives_lm_eval_s_query(tmp_path):
         ],
         "label": "2",
     }
-    data = write_jsonl(tmp_path / "hs.jsonl", [record])
+    data = write_jsonl_records(tmp_path / "hs.jsonl", [record])
     item = load_task("hellaswag_lm_eval", path=str(data)).items[0]
     theirs = process_docs(datasets.Dataset.from_list([record]))[0]
     assert item.contexts == (theirs["query"],)
@@ -343,16 +341,16 @@ def refused(match: str, spec: Any, **kw: Any) -> str:
     ],
 )
 def test_a_bad_item_is_refused_in_one_sentence(tmp_path, record, match):
-    data = write_jsonl(tmp_path / "bad.jsonl", [record])
+    data = write_jsonl_records(tmp_path / "bad.jsonl", [record])
     refused(match, {**MC_TASK, "path": str(data)})
 
 
 def test_bad_schema_items_and_files_are_refused_in_one_sentence(tmp_path):
-    empty = write_jsonl(
+    empty = write_jsonl_records(
         tmp_path / "e.jsonl", [{"context_options": [], "continuation": "x", "gold": 0}]
     )
     refused(r"the option list 'context_options' is empty", "winogrande", path=str(empty))
-    out_of_range = write_jsonl(
+    out_of_range = write_jsonl_records(
         tmp_path / "o.jsonl", [{"context_options": ["a"], "continuation": "x", "gold": 1}]
     )
     refused(
@@ -373,7 +371,7 @@ def test_bad_schema_items_and_files_are_refused_in_one_sentence(tmp_path):
 def test_bad_settings_and_unknown_tasks_are_refused_in_one_sentence(tmp_path):
     message = refused(r"unknown task 'hellaswagg'; the known tasks are ", "hellaswagg")
     assert all(name in message for name in known_tasks())
-    data = str(write_jsonl(tmp_path / "mc.jsonl", MC))
+    data = str(write_jsonl_records(tmp_path / "mc.jsonl", MC))
     refused(r"unknown setting\(s\) choise", {**MC_TASK, "path": data, "choise": "x"})
     refused(
         r"kind='mcq'; use one of multiple_choice, schema, language_modeling",
@@ -392,7 +390,7 @@ def test_bad_settings_and_unknown_tasks_are_refused_in_one_sentence(tmp_path):
 
 def test_a_download_with_a_wrong_checksum_is_refused_and_not_kept(tmp_path):
     (tmp_path / "served").mkdir()
-    source = write_jsonl(
+    source = write_jsonl_records(
         tmp_path / "served" / "piqa.jsonl", [{"query": "q", "choices": ["a", "b"], "gold": 0}]
     )
     cache = tmp_path / "cache"
@@ -415,7 +413,7 @@ def test_a_download_with_a_wrong_checksum_is_refused_and_not_kept(tmp_path):
 def test_a_download_with_the_right_checksum_is_cached_and_reused(tmp_path):
     (tmp_path / "served").mkdir()
     records = [{"query": f"Question: q{i}", "choices": ["a", "b"], "gold": i % 2} for i in range(3)]
-    source = write_jsonl(tmp_path / "served" / "piqa.jsonl", records)
+    source = write_jsonl_records(tmp_path / "served" / "piqa.jsonl", records)
     cache = tmp_path / "cache"
     spec = {
         **task_config("piqa"),

@@ -12,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from gptlab.errors import ConfigError
 from gptlab.evaluate import evaluate, score_tokens
 from gptlab.train import train
-from tests.conftest import CONF_DIR, TINY_OVERRIDES, compose_train
+from tests.conftest import TINY_OVERRIDES, compose_evaluate, compose_train
 
 
 class Uniform(torch.nn.Module):
@@ -58,19 +56,9 @@ def test_windows_do_not_overlap_and_see_only_their_own_context():
     assert count == 22 and total == pytest.approx(expected, rel=1e-6)
 
 
-def compose_evaluate(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("evaluate", overrides=overrides)
-
-
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A micro model on a shared CPU runs fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

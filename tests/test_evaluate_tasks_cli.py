@@ -14,18 +14,21 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from gptlab.errors import ConfigError
 from gptlab.evaluate import evaluate
 from gptlab.evaluation.tasks import TaskError, known_tasks, suite_members
 from gptlab.train import train
-from tests.conftest import CONF_DIR, TINY_OVERRIDES, compose_train, needs_r50k
+from tests.conftest import (
+    TINY_OVERRIDES,
+    compose_evaluate,
+    compose_train,
+    needs_r50k,
+    write_jsonl_records,
+)
 
 PIQA = [
     {
@@ -56,17 +59,9 @@ CORPUS = (
 )
 
 
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +99,6 @@ def char_checkpoint(tmp_path_factory) -> Path:
     return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
 
 
-def compose_evaluate(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("evaluate", overrides=overrides)
-
-
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
@@ -141,7 +130,7 @@ LINE = re.compile(
 def test_cli_scores_piqa_on_a_hugging_face_folder_and_writes_the_json(tmp_path, hf_folder):
     long_query = "Question: " + "Why is the sky so very blue and wide today? " * 15  # > 128 tokens
     records = [PIQA[0], {**PIQA[1], "query": long_query}, PIQA[2], PIQA[3]]
-    data = write_jsonl(tmp_path / "piqa.jsonl", records)
+    data = write_jsonl_records(tmp_path / "piqa.jsonl", records)
     out = run_cli(
         [
             "task=piqa",
@@ -183,7 +172,7 @@ def test_cli_scores_piqa_on_a_hugging_face_folder_and_writes_the_json(tmp_path, 
 def test_a_gptlab_checkpoint_is_scored_and_the_json_goes_beside_it(char_checkpoint, tmp_path):
     from gptlab.checkpoint import load_model
 
-    data = write_jsonl(tmp_path / "piqa.jsonl", PIQA)
+    data = write_jsonl_records(tmp_path / "piqa.jsonl", PIQA)
     cfg = compose_evaluate(
         [
             "task=piqa",
@@ -213,7 +202,7 @@ def test_a_gptlab_checkpoint_is_scored_and_the_json_goes_beside_it(char_checkpoi
 def test_several_tasks_at_once_from_task_yaml_files(char_checkpoint, tmp_path):
     specs = []
     for name, records in (("mine_a", PIQA[:2]), ("mine_b", PIQA[2:])):
-        data = write_jsonl(tmp_path / f"{name}.jsonl", records)
+        data = write_jsonl_records(tmp_path / f"{name}.jsonl", records)
         yaml = tmp_path / f"{name}.yaml"
         yaml.write_text(
             f"name: {name}\nkind: multiple_choice\npath: {data}\ncontext: '{{query}}'\n"
@@ -237,7 +226,7 @@ def test_several_tasks_at_once_from_task_yaml_files(char_checkpoint, tmp_path):
 
 
 def test_bad_settings_are_refused_before_any_scoring(tmp_path, hf_folder):
-    data = write_jsonl(tmp_path / "piqa.jsonl", PIQA)
+    data = write_jsonl_records(tmp_path / "piqa.jsonl", PIQA)
     base = ["task=piqa", f"++task.path={data}", "progress=false", f"paths.data_dir={tmp_path}"]
     with pytest.raises(ConfigError, match=r"give exactly one of ckpt=.* and hf="):
         evaluate(compose_evaluate(base))
@@ -248,7 +237,7 @@ def test_bad_settings_are_refused_before_any_scoring(tmp_path, hf_folder):
 
 
 def test_cli_refuses_both_ckpt_and_hf_in_one_line(tmp_path, hf_folder, char_checkpoint):
-    data = write_jsonl(tmp_path / "piqa.jsonl", PIQA)
+    data = write_jsonl_records(tmp_path / "piqa.jsonl", PIQA)
     out = run_cli(
         ["task=piqa", f"++task.path={data}", f"hf={hf_folder}", f"ckpt={char_checkpoint}"], tmp_path
     )
@@ -256,7 +245,7 @@ def test_cli_refuses_both_ckpt_and_hf_in_one_line(tmp_path, hf_folder, char_chec
 
 
 def test_cli_refuses_text_the_checkpoint_s_tokenizer_cannot_encode(tmp_path, char_checkpoint):
-    data = write_jsonl(
+    data = write_jsonl_records(
         tmp_path / "piqa.jsonl",
         [{**PIQA[0], "query": "Question: How do I open a café door?"}, PIQA[1]],
     )
