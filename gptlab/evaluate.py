@@ -132,7 +132,7 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     prints the numbers first and writes after, so a folder it cannot write to never
     costs the user the score.
     """
-    from gptlab.checkpoint import CheckpointError, load_model
+    from gptlab.checkpoint import CheckpointError
 
     if cfg.get("task") or cfg.get("tasks"):
         return evaluate_downstream(cfg, write)
@@ -145,13 +145,7 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size={cfg.batch_size} must be at least 1")
     device = pick_device(cfg.get("device"))
-    loaded = load_model(cfg.ckpt, map_location=device)
-    bad = loaded.first_nonfinite_weight()
-    if bad is not None:
-        raise CheckpointError(
-            f"{cfg.ckpt} cannot be scored: its weights are not finite ({bad} holds NaN or inf); "
-            "use an earlier checkpoint of the run"
-        )
+    loaded = load_scorable(cfg.ckpt, device)
     block_size = loaded.model.config.block_size
     with open_dict(cfg):
         cfg.model.block_size = block_size
@@ -190,18 +184,16 @@ def evaluate(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     return result
 
 
-def _load_for_tasks(cfg: DictConfig, device: torch.device):
-    """The model to score: ``ckpt=`` (any kind ``load_model`` reads) or ``hf=`` (folder or hub name)."""
+def load_scorable(source: str | Path, device: torch.device, kind: str | None = None):
+    """``load_model``, refusing weights that hold NaN or inf (they cannot give a score)."""
     from gptlab.checkpoint import CheckpointError, load_model
 
-    if cfg.get("ckpt"):
-        loaded = load_model(cfg.ckpt, map_location=device)
-    else:
-        loaded = load_model(resolve_hf(str(cfg.hf)), map_location=device, kind="hf")
+    loaded = load_model(source, map_location=device, kind=kind)
     bad = loaded.first_nonfinite_weight()
     if bad is not None:
         raise CheckpointError(
-            f"{loaded.path} cannot be scored: its weights are not finite ({bad} holds NaN or inf)"
+            f"{source} cannot be scored: its weights are not finite ({bad} holds NaN or inf); "
+            "use an earlier checkpoint of the run"
         )
     return loaded
 
@@ -259,7 +251,10 @@ def evaluate_downstream(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
         _task_specs(cfg), cache_dir=cfg.paths.data_dir
     )  # bad names fail fast
     device = pick_device(cfg.get("device"))
-    loaded = _load_for_tasks(cfg, device)
+    if cfg.get("ckpt"):
+        loaded = load_scorable(cfg.ckpt, device)
+    else:
+        loaded = load_scorable(resolve_hf(str(cfg.hf)), device, kind="hf")
     tasks, skipped = select_scorable(
         tasks,
         loaded.tokenizer,
