@@ -67,8 +67,9 @@ def scorable_items(
 ) -> tuple[list[Item], list[int]]:
     """The first ``limit`` items whose every answer fits ``block_size``, and the indices passed over.
 
-    Every item is encoded here, once, so a tokenizer that cannot encode the task fails
-    before any scoring (``TaskError``). An answer longer than the context cannot be
+    Every item is encoded here, once (the requests are kept in ``task.encoded`` for
+    scoring), so a tokenizer that cannot encode the task fails before any scoring
+    (``TaskError``). An answer longer than the context cannot be
     scored at all (a context is cut on the left, an answer cannot be); such items are
     passed over and the next ones take their places, so ``limit`` items are still
     scored, the same ones every time.
@@ -83,6 +84,7 @@ def scorable_items(
             skipped.append(item.index)
         else:
             kept.append(item)
+            task.encoded[item.index] = requests
     return kept, skipped
 
 
@@ -115,7 +117,7 @@ def select_scorable(
             )
         if passed:
             skipped[task.name] = passed
-        out.append(Task(task.config, kept))
+        out.append(Task(task.config, kept, {i.index: task.encoded[i.index] for i in kept}))
     return out, skipped
 
 
@@ -138,7 +140,10 @@ def score_task(
             "seconds": 0.0,
         }
     start = time.perf_counter()
-    per_item = task_requests(task, items, tokenizer)
+    if all(it.index in task.encoded for it in items):
+        per_item = [task.encoded[it.index] for it in items]
+    else:
+        per_item = task_requests(task, items, tokenizer)
     flat = [r for reqs in per_item for r in reqs]
     scores = scorer.score(flat)
     outcomes, at = [], 0

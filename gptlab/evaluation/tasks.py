@@ -28,7 +28,7 @@ import json
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,9 @@ class Item:
 class Task:
     config: TaskConfig
     items: list[Item]
+    # Each item's encoded requests by item index, kept by ``evaluator.select_scorable`` (which
+    # has to encode every item to see whether it fits), so scoring does not encode again.
+    encoded: dict[int, list[Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
