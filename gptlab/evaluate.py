@@ -53,6 +53,7 @@ from gptlab.data.token_view import TokenView
 from gptlab.errors import ConfigError
 from gptlab.utils.device import pick_device
 from gptlab.utils.io import atomic_write_text
+from gptlab.utils.progress import progress_bar
 
 SPLITS = ("val", "train", "all")
 
@@ -80,7 +81,7 @@ def score_tokens(
     if tail < n_pred:  # the last, shorter window
         batches.append((np.array([tail]), n_pred - tail))
     total, count = 0.0, 0
-    bar = _progress(len(batches), progress)
+    bar = progress_bar(len(batches), "evaluating", "batch", progress)
     with torch.inference_mode():
         for offsets, length in batches:
             index = offsets[:, None] + np.arange(length + 1)
@@ -104,14 +105,6 @@ def _take(tokens: Any, index: np.ndarray) -> np.ndarray:
     if hasattr(tokens, "gather"):
         return tokens.gather(index)
     return np.asarray(tokens)[index].astype(np.int64)
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="evaluating", unit="batch", file=sys.stderr, mininterval=0.5)
 
 
 def _split_tokens(datamodule, split: str) -> tuple[Any, int | None]:

@@ -53,6 +53,7 @@ from typing import Any
 import torch
 
 from gptlab.errors import ConfigError, GptlabError
+from gptlab.utils.progress import progress_bar
 
 
 class LmEvalNotInstalled(GptlabError, ImportError):
@@ -257,7 +258,7 @@ class GptlabLM(LM):
             settings[key] = (sampler, until)
             groups.setdefault(key, []).append(i)
         out: list[str | None] = [None] * len(args)
-        bar = _bar(len(args), not disable_tqdm and self.rank == 0)
+        bar = progress_bar(len(args), "generating", "req", not disable_tqdm and self.rank == 0)
         for key, indices in groups.items():
             sampler, until = settings[key]
             prompts = {i: self._prompt_ids(args[i][0], sampler.max_new_tokens) for i in indices}
@@ -381,16 +382,6 @@ def _positive_int(value: Any, name: str, default: int, auto: bool = False) -> in
     if number < 1 or str(number) != str(value).strip():
         raise ConfigError(f"{name}={value!r} must be a positive integer")
     return number
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled or not total:
-        return None
-    import sys
-
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="generating", unit="req", file=sys.stderr, mininterval=0.5)
 
 
 __all__ = ["GptlabLM", "LmEvalNotInstalled", "sampler_from_gen_kwargs"]

@@ -24,7 +24,6 @@ slots are masked out; positions are passed explicitly.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ import torch
 
 from gptlab.evaluation.tasks import TaskError
 from gptlab.model.gpt import GPT
+from gptlab.utils.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class Scorer:
             key=lambda c: -(len(c) + max(len(fitted[i][0].continuation) for i in groups[c])),
         )
         results: list[Score | None] = [None] * len(requests)
-        bar = _bar(len(requests), self.progress)
+        bar = progress_bar(len(requests), "scoring", "req", self.progress)
         batch: list[tuple[int, ...]] = []
         rows = 0
         was_training = self.model.training
@@ -210,11 +210,3 @@ def _logprob_and_hit(
     logits = logits.float()
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1), logits.argmax(-1) == targets
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="scoring", unit="req", file=sys.stderr, mininterval=0.5)
