@@ -28,6 +28,15 @@ VARIANTS = {
     "rope_window": {"position": "rope", "attention": {"window": 6}},
     "learned_window_manual": {"attention": {"window": 6, "backend": "manual"}},
     "nopos": {"position": "none"},
+    "speedrun_switches": {
+        "position": "rope",
+        "n_layer": 4,
+        "value_embeds": "alternate",
+        "value_embed_gate": True,
+        "x0_shortcut": True,
+        "unet_skips": True,
+        "attention": {"window": 6, "window_pattern": "SL", "n_kv_head": 2},
+    },
 }
 
 
@@ -73,7 +82,9 @@ def test_cache_overflow_reset_and_crop():
         model(torch.zeros(2, 3, dtype=torch.long), kv_cache=cache)
 
 
-@pytest.mark.parametrize("name", ["learned", "rope", "rope_manual", "learned_gqa", "rope_window"])
+@pytest.mark.parametrize(
+    "name", ["learned", "rope", "rope_manual", "learned_gqa", "rope_window", "speedrun_switches"]
+)
 @torch.no_grad()
 def test_left_padding_matches_unpadded_sequences(name):
     model = build(**VARIANTS[name])

@@ -41,6 +41,11 @@ OPTIONS = {
     "window": {"attention": {"window": 5}},
     "untied": {"tie_embeddings": False},
     "logit_cap": {"logit_softcap": 15.0},
+    "value_embeds": {"value_embeds": "all", "value_embed_gate": True},
+    "x0_shortcut": {"x0_shortcut": True},
+    "zero_init_proj": {"zero_init_proj": True},
+    "unet_skips": {"unet_skips": True},
+    "window_pattern": {"attention": {"window": 5, "window_pattern": "SL"}},
     "modern": {
         "position": "rope",
         "norm": "rmsnorm",
@@ -153,6 +158,7 @@ def test_sliding_window_limits_what_a_query_sees():
 
 
 PARITY = ["gpt2", "bias", "rope", "gqa", "mqa", "qknorm", "window", "modern"]
+PARITY += ["value_embeds", "x0_shortcut", "unet_skips", "window_pattern"]
 
 
 @pytest.mark.parametrize("name", PARITY)
@@ -277,7 +283,7 @@ def test_every_option_pair_builds():
     for a, b in itertools.combinations(names, 2):
         opts = {**OPTIONS[a], **OPTIONS[b]}
         opts["attention"] = {**OPTIONS[a].get("attention", {}), **OPTIONS[b].get("attention", {})}
-        model = build(tiny(n_layer=1, **opts))
+        model = build(tiny(n_layer=2, **opts))  # two layers: U-net skips pair them
         assert model(torch.randint(0, VOCAB, (1, 6))).shape == (1, 6, VOCAB)
 
 

@@ -24,8 +24,14 @@ Backends (``model.attention.backend``), picked through ``BACKENDS``:
 - ``manual``: scores = QKᵀ/√d, (soft-cap), mask, softmax, dropout, ·V, each line visible.
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention``, which dispatches to a
   fused kernel (flash / memory-efficient / CPU flash) and never stores the T×T scores.
+- ``flex``: sdpa, except that windowed and per-document masks go to FlexAttention's
+  block-sparse kernel (``flex.py``); ``GPT`` decides per forward which masks it builds.
 
-Both compute the same function (tests check 1e-5 in float32, forward and backward).
+All compute the same function (tests check 1e-5 in float32, forward and backward).
+
+Value embeddings (``model.value_embeds``, ResFormer / modded-nanogpt) add a second
+embedding of the input tokens to a layer's values, optionally gated per head: later
+layers get a direct path to token identity that the residual stream has mixed away.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptlab.model.config import GPTConfig
+from gptlab.model.flex import flex_attend, is_block_mask
 from gptlab.model.kv_cache import KVCache
 from gptlab.model.layers import apply_rope, make_norm
 
@@ -131,7 +138,10 @@ def sdpa_attention(
 BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
     "manual": manual_attention,
     "sdpa": sdpa_attention,
+    "flex": sdpa_attention,  # for plain causal masks; BlockMasks go to flex_attend
 }
+
+VALUE_GATE_CHANNELS = 12  # nanochat: the gate reads the first 12 channels of the input
 
 
 # ------------------------------------------------------------------ multi-head layer
@@ -163,6 +173,9 @@ class CausalSelfAttention(nn.Module):
             self.k_norm: nn.Module | None = make_norm(config, self.head_size)
         else:
             self.q_norm = self.k_norm = None
+        gated = config.value_embed_gate and layer_idx in config.value_embed_layers
+        channels = min(VALUE_GATE_CHANNELS, config.n_embd)
+        self.ve_gate = nn.Linear(channels, self.n_kv_head, bias=False) if gated else None
 
     def forward(
         self,
@@ -171,11 +184,21 @@ class CausalSelfAttention(nn.Module):
         mask: torch.Tensor | None = None,
         is_causal: bool = True,
         kv_cache: KVCache | None = None,
+        value_embed: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x`` (B, T, C) -> (B, T, C). ``rope`` is (cos, sin) for these T positions."""
+        """``x`` (B, T, C) -> (B, T, C). ``rope`` is (cos, sin) for these T positions.
+
+        value_embed: ``(B, T, n_kv_head * head_size)``, added to the values (gated if
+        the layer has a gate).
+        """
         B, T, C = x.shape
         H, H_kv, D = self.n_head, self.n_kv_head, self.head_size
         q, k, v = self.c_attn(x).split([H * D, H_kv * D, H_kv * D], dim=-1)
+        if value_embed is not None:
+            if self.ve_gate is not None:  # (B, T, H_kv) in (0, 2); exactly 1 at zero init
+                gate = 2 * torch.sigmoid(self.ve_gate(x[..., : self.ve_gate.in_features]))
+                value_embed = (value_embed.view(B, T, H_kv, D) * gate[..., None]).flatten(2)
+            v = v + value_embed
         q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, H_kv, D).transpose(1, 2)  # (B, H_kv, T, D)
         v = v.view(B, T, H_kv, D).transpose(1, 2)
@@ -186,6 +209,9 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:  # append this step's keys/values, attend over all so far
             k, v = kv_cache.update(self.layer_idx, k, v)
         dropout_p = self.dropout if self.training else 0.0
-        y = self.attend(q, k, v, mask, is_causal, dropout_p, self.softcap)
+        if is_block_mask(mask):
+            y = flex_attend(q, k, v, mask)
+        else:
+            y = self.attend(q, k, v, mask, is_causal, dropout_p, self.softcap)
         y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))

@@ -20,7 +20,7 @@ from typing import Any
 
 from gptlab.errors import GptlabError
 
-ATTENTION_BACKENDS = ("sdpa", "manual")
+ATTENTION_BACKENDS = ("sdpa", "manual", "flex")
 POSITIONS = ("learned", "rope", "none")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu_exact", "relu2", "swiglu")
@@ -34,8 +34,11 @@ class ModelConfigError(GptlabError, ValueError):
 class AttentionConfig:
     """How a block's self-attention works.
 
-    backend: ``"sdpa"`` (PyTorch's fused ``scaled_dot_product_attention``, fast) or
-        ``"manual"`` (every step written out, for reading and for options sdpa lacks).
+    backend: ``"sdpa"`` (PyTorch's fused ``scaled_dot_product_attention``, fast),
+        ``"manual"`` (every step written out, for reading and for options sdpa lacks) or
+        ``"flex"`` (FlexAttention's block-sparse kernel for windowed and per-document
+        masks; CUDA only for training, see ``flex.py``). With ``sdpa`` the windowed and
+        per-document masks already take FlexAttention on CUDA when it is available.
     n_kv_head: number of key/value heads; ``None`` means ``n_head`` (plain multi-head
         attention). ``1`` is multi-query attention, anything in between grouped-query.
     qk_norm: normalise queries and keys per head before the dot product (stabilises
@@ -44,6 +47,11 @@ class AttentionConfig:
         Only the manual backend can do this.
     window: sliding-window attention: a query sees at most the last ``window`` positions
         (itself included). ``None`` means the full causal context.
+    window_pattern: per-layer windows as a string of ``S`` (short: ``window`` positions)
+        and ``L`` (long: the whole block), tiled over the layers, the last layer always
+        long (nanochat's ``"SSSL"``). ``None``: every layer uses ``window``.
+    document_mask: a query sees only earlier tokens of its own document, from the data
+        loader's document ids (needs ``data.document_ids=true``).
     """
 
     backend: str = "sdpa"
@@ -51,6 +59,8 @@ class AttentionConfig:
     qk_norm: bool = False
     logit_softcap: float | None = None
     window: int | None = None
+    window_pattern: str | None = None
+    document_mask: bool = False
 
 
 # Keys older checkpoints carry that are no longer the model's: ``compile`` is now trainer.compile.
@@ -62,7 +72,22 @@ class GPTConfig:
     """All hyper-parameters that define a GPT; defaults are GPT-2 small (124M).
 
     Derived sizes (``head_size``, ``n_kv_head``, ``padded_vocab_size``,
-    ``mlp_hidden_size``) are properties, so they can never disagree with the fields.
+    ``mlp_hidden_size``, ``layer_windows``, ``value_embed_layers``) are properties, so
+    they can never disagree with the fields.
+
+    The speed-record switches:
+
+    value_embeds: layers whose attention values get an extra embedding of the input
+        tokens added (ResFormer / modded-nanogpt): ``"alternate"`` (every other layer,
+        ending at the last, nanochat's choice), ``"all"``, or layer numbers ``"0,1,5"``.
+    value_embed_gate: scale each value embedding per head by ``2 sigmoid(W x[:12])``,
+        zero-initialised so it starts at exactly 1 (nanochat's gate, rescaled).
+    x0_shortcut: block i's input is ``resid_lambda[i] * x + x0_lambda[i] * x0``, with x0
+        the token embedding and both lambdas learned (nanochat's initial values).
+    zero_init_proj: attention and MLP output projections start at zero, so every block
+        starts as the identity (modded-nanogpt, nanochat).
+    unet_skips: the outputs of the first ``n_layer // 2`` blocks are added, with learned
+        weights starting at 1, to the inputs of their mirrored last blocks (modded-nanogpt).
     """
 
     vocab_size: int = 50257
@@ -83,6 +108,12 @@ class GPTConfig:
     logit_softcap: float | None = None
     pad_vocab_multiple: int = 64
     activation_checkpointing: bool = False
+    # Speed-record switches (modded-nanogpt, nanochat), all off by default; see gpt.py.
+    value_embeds: str | None = None
+    value_embed_gate: bool = False
+    x0_shortcut: bool = False
+    zero_init_proj: bool = False
+    unet_skips: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.attention, Mapping):
@@ -124,6 +155,29 @@ class GPTConfig:
         if self.mlp == "swiglu":
             hidden = 64 * math.ceil(2 * hidden / 3 / 64)
         return hidden
+
+    @property
+    def layer_windows(self) -> list[int | None]:
+        """Each layer's sliding window (``None``: the whole block), from window and pattern."""
+        a, n = self.attention, self.n_layer
+        if a.window_pattern is None:
+            return [a.window] * n
+        pattern = a.window_pattern.upper()
+        windows = [a.window if pattern[i % len(pattern)] == "S" else None for i in range(n)]
+        windows[-1] = None  # the last layer sees everything (nanochat)
+        return windows
+
+    @property
+    def value_embed_layers(self) -> list[int]:
+        """The layers that get a value embedding (see ``value_embeds``)."""
+        spec, n = self.value_embeds, self.n_layer
+        if spec is None:
+            return []
+        if spec == "alternate":
+            return [i for i in range(n) if i % 2 == (n - 1) % 2]
+        if spec == "all":
+            return list(range(n))
+        return sorted({int(part) for part in str(spec).split(",") if part.strip()})
 
     # ------------------------------------------------------------------- validation
     def validate(self) -> None:
@@ -178,15 +232,80 @@ class GPTConfig:
                 "model.attention.logit_softcap needs model.attention.backend=manual, because "
                 "sdpa cannot soft-cap the scores; set backend=manual or logit_softcap=null"
             )
+        if a.backend == "flex" and self.dropout > 0:
+            raise ModelConfigError(
+                f"model.attention.backend=flex has no attention dropout but model.dropout="
+                f"{self.dropout}; set model.dropout=0 or use backend=sdpa"
+            )
         if a.window is not None and (not isinstance(a.window, int) or a.window < 1):
             raise ModelConfigError(
                 f"model.attention.window={a.window!r} must be a positive integer, or null "
                 "for full causal attention"
             )
+        self._validate_windows()
+        self._validate_value_embeds()
         if not isinstance(self.pad_vocab_multiple, int) or self.pad_vocab_multiple < 1:
             raise ModelConfigError(
                 f"model.pad_vocab_multiple={self.pad_vocab_multiple!r} must be a positive "
                 "integer (1 turns padding off)"
+            )
+
+    def _validate_windows(self) -> None:
+        a = self.attention
+        if a.window is not None and a.window > self.block_size:
+            raise ModelConfigError(
+                f"model.attention.window={a.window} is larger than model.block_size="
+                f"{self.block_size}, so it would change nothing; use a smaller window or null"
+            )
+        if a.window_pattern is None:
+            return
+        pattern = str(a.window_pattern).upper()
+        if not pattern or set(pattern) - {"S", "L"}:
+            raise ModelConfigError(
+                f"model.attention.window_pattern={a.window_pattern!r} must be made of S "
+                "(short window) and L (long: the whole block), e.g. SSSL"
+            )
+        if len(pattern) > self.n_layer:
+            raise ModelConfigError(
+                f"model.attention.window_pattern={a.window_pattern!r} has {len(pattern)} "
+                f"letters but the model has {self.n_layer} layers; use at most "
+                f"{self.n_layer} letters (the pattern is tiled over the layers)"
+            )
+        if "S" in pattern and a.window is None:
+            raise ModelConfigError(
+                f"model.attention.window_pattern={a.window_pattern!r} has short layers but "
+                "model.attention.window (their size) is null; set it, e.g. "
+                f"model.attention.window={max(1, self.block_size // 4)}"
+            )
+
+    def _validate_value_embeds(self) -> None:
+        spec = self.value_embeds
+        if self.value_embed_gate and spec is None:
+            raise ModelConfigError(
+                "model.value_embed_gate=true gates value embeddings, but model.value_embeds "
+                "is null; set model.value_embeds (e.g. alternate) or turn the gate off"
+            )
+        if self.unet_skips and self.n_layer < 2:
+            raise ModelConfigError(
+                f"model.unet_skips=true pairs mirrored layers, but model.n_layer={self.n_layer}; "
+                "use at least 2 layers or turn the skips off"
+            )
+        if spec is None or spec in ("alternate", "all"):
+            return
+        try:
+            layers = [int(part) for part in str(spec).split(",") if part.strip()]
+        except ValueError:
+            layers = []
+        if not layers:
+            raise ModelConfigError(
+                f"model.value_embeds={spec!r} is not alternate, all, or layer numbers like "
+                "'0,2'; choose one of those, or null to turn value embeddings off"
+            )
+        outside = [i for i in layers if not 0 <= i < self.n_layer]
+        if outside:
+            raise ModelConfigError(
+                f"model.value_embeds={spec!r} names layer {outside[0]}, but the model has "
+                f"layers 0..{self.n_layer - 1}; name existing layers"
             )
 
     # ------------------------------------------------------------------ (de)serialise

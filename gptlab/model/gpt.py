@@ -7,6 +7,16 @@
     Block:  x = x + attn(norm(x))            (tokens talk to earlier tokens)
             x = x + mlp(norm(x))             (each token thinks on its own)
 
+The speed-record switches (all off by default, see ``GPTConfig``) change the forward
+like this, for block i of L::
+
+    x = x + skip_weight[j] * skips.pop()          unet_skips, last L//2 blocks
+    x = resid_lambda[i] * x + x0_lambda[i] * x0   x0_shortcut (x0: the embeddings)
+    x = Block_i(x, value_embed_i(idx))            value_embeds: added to the values
+    skips.append(x)                               unet_skips, first L//2 blocks
+
+and ``zero_init_proj`` starts every block's output projections at zero.
+
 Module names follow GPT-2 / nanoGPT (``transformer.wte``, ``transformer.h.0.attn.c_attn``,
 ...), so Hugging Face GPT-2 weights map one-to-one (see ``hf.py``).
 
@@ -26,9 +36,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from gptlab.model.attention import CausalSelfAttention
-from gptlab.model.config import GPTConfig
+from gptlab.model.config import GPTConfig, ModelConfigError
+from gptlab.model.flex import block_mask, flex_available
 from gptlab.model.kv_cache import KVCache
 from gptlab.model.layers import make_mlp, make_norm, rope_tables
+from gptlab.model.masks import LayerMask, layer_masks
 
 
 class Block(nn.Module):
@@ -48,8 +60,9 @@ class Block(nn.Module):
         mask: torch.Tensor | None = None,
         is_causal: bool = True,
         kv_cache: KVCache | None = None,
+        value_embed: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope, mask, is_causal, kv_cache)
+        x = x + self.attn(self.ln_1(x), rope, mask, is_causal, kv_cache, value_embed)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -81,6 +94,14 @@ class GPT(nn.Module):
             # One matrix both reads tokens in and scores them out (GPT-2, Press & Wolf
             # 2017): fewer parameters, and rare tokens learn from both ends.
             self.lm_head.weight = self._wte.weight
+        self._add_switch_parameters(config)
+        if config.attention.backend == "flex" and not flex_available():
+            raise ModelConfigError(
+                "model.attention.backend=flex needs torch>=2.5 (FlexAttention); upgrade "
+                "torch or use model.attention.backend=sdpa"
+            )
+        self.window_cap: int | None = None  # set_window_cap: a schedule's limit on windows
+        self._block_masks: dict[tuple, Any] = {}  # FlexAttention masks without document ids
 
         # Masks and rotary tables are buffers computed once (see ``init_buffers``); they
         # are not saved in checkpoints because they follow from the config.
@@ -101,6 +122,27 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init_proj:  # every block starts as the identity
+                    nn.init.zeros_(p)
+            elif name.endswith("ve_gate.weight"):
+                nn.init.zeros_(p)  # the gate starts at exactly 1
+
+    def _add_switch_parameters(self, config: GPTConfig) -> None:
+        """The extra tables and scalars the speed-record switches learn."""
+        L = config.n_layer
+        if config.value_embed_layers:
+            width = config.n_kv_head * config.head_size
+            V = config.padded_vocab_size
+            self.value_embeds = nn.ModuleDict(
+                {str(i): nn.Embedding(V, width) for i in config.value_embed_layers}
+            )
+        if config.x0_shortcut:
+            # nanochat's start: a little more residual early, more embedding early.
+            depth = torch.arange(L, dtype=torch.float32) / max(L - 1, 1)
+            self.resid_lambdas = nn.Parameter(1.15 - 0.10 * depth)
+            self.x0_lambdas = nn.Parameter(0.20 - 0.15 * depth)
+        if config.unet_skips:
+            self.skip_weights = nn.Parameter(torch.ones(L // 2))
 
     @property
     def _wte(self) -> nn.Embedding:
@@ -111,16 +153,13 @@ class GPT(nn.Module):
     def init_buffers(self) -> None:
         """Fill the attention-mask and RoPE buffers (call again after ``to_empty()``).
 
-        ``allowed[i, j]`` says whether absolute position i may attend to j (causal, and
-        inside the sliding window if there is one). Any step's mask, with or without a KV
-        cache, is a slice of it, so no step builds a mask from scratch.
+        ``allowed[i, j]`` says whether absolute position i may attend to j (causal).
+        Any step's mask, with or without a KV cache, starts from a slice of it
+        (``masks.py`` adds windows, padding and documents).
         """
         cfg = self.config
         pos = torch.arange(cfg.block_size, device=self.allowed.device)
-        allowed = pos[:, None] >= pos[None, :]
-        if cfg.attention.window is not None:
-            allowed &= pos[:, None] - pos[None, :] < cfg.attention.window
-        self.allowed.copy_(allowed)
+        self.allowed.copy_(pos[:, None] >= pos[None, :])
         if cfg.position == "rope":
             cos, sin = rope_tables(cfg.head_size, cfg.block_size, cfg.rope_theta)
             self.rope_cos.copy_(cos)
@@ -143,6 +182,7 @@ class GPT(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         last_only: bool = False,
+        document_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Next-token logits ``(B, T, vocab_size)`` (``(B, 1, vocab_size)`` if ``last_only``).
 
@@ -154,6 +194,8 @@ class GPT(nn.Module):
         position_ids: ``(B, T)``; defaults to ``cache.pos + arange(T)``. With left padding
             pass ``(attention_mask.cumsum(-1) - 1).clamp(min=0)`` for the new positions.
         last_only: compute the head for the last position only (generation).
+        document_ids: ``(B, T)``, whole sequences only (no cache): a query sees only the
+            earlier tokens of its own document (``model.attention.document_mask``).
         """
         B, T = idx.shape
         start = self._first_position(B, T, kv_cache)  # 0, or how many positions are cached
@@ -162,9 +204,8 @@ class GPT(nn.Module):
             x = x + self._position_embeddings(start, T, position_ids)  # + (T, n_embd)
         rope = self._rope(start, T, position_ids)  # rotary cos/sin (T, head_size/2), or None
         x = self.transformer["drop"](x)  # (B, T, n_embd)
-        mask, is_causal = self._attention_mask(B, T, start, attention_mask)  # (T, S) or None
-        for block in cast(nn.ModuleList, self.transformer.h):
-            x = self._run_block(block, x, rope, mask, is_causal, kv_cache)  # (B, T, n_embd)
+        masks = self._layer_masks(B, T, start, attention_mask, document_ids)  # one per layer
+        x = self._blocks(idx, x, rope, masks, kv_cache)  # (B, T, n_embd)
         if kv_cache is not None:
             kv_cache.advance(T)  # every layer has written this call's keys and values
         x = self.transformer["ln_f"](x)  # (B, T, n_embd)
@@ -209,34 +250,86 @@ class GPT(nn.Module):
         # per-sequence positions: the extra axis broadcasts over heads
         return self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None]
 
-    def _attention_mask(
-        self, B: int, T: int, start: int, attention_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, bool]:
-        """The boolean mask all layers share, and whether it is the plain causal one.
+    def effective_windows(self) -> list[int | None]:
+        """Each layer's window now: the configured one, limited by ``window_cap``."""
+        cap, n = self.window_cap, self.config.block_size
+        windows = []
+        for w in self.config.layer_windows:
+            w = w if cap is None else min(w or n, cap)
+            windows.append(None if w is None or w >= n else w)
+        return windows
 
-        Returns ``(mask, is_causal)``; ``mask`` is True where attending is allowed.
+    def set_window_cap(self, cap: int | None) -> None:
+        """Limit every layer's attention window to ``cap`` positions (None: no limit).
+
+        A window schedule (``curriculum.window``) grows it during training.
         """
-        end = start + T
-        allowed = self.allowed[start:end, :end]  # (T, S) view: causal (+ window)
-        window = self.config.attention.window
-        if attention_mask is None:
-            if start == 0 and (window is None or window >= T):
-                return allowed, True  # sdpa uses is_causal; manual uses the view
-            if T == 1 and (window is None or window >= end):
-                return None, False  # one new token sees every cached position
-            return allowed, False
-        if attention_mask.shape != (B, end):
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but must be "
-                f"(batch, cached + new positions) = ({B}, {end})"
-            )
-        keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
-        # A padding query may have no real key to its left; let every query see itself so
-        # no softmax row is all -inf (which would give NaN). Real queries always see
-        # themselves anyway, so their outputs are unchanged.
-        q_pos = torch.arange(start, end, device=keep.device)
-        diag = q_pos[:, None] == torch.arange(end, device=keep.device)[None, :]
-        return allowed & (keep | diag), False
+        if cap is not None and (not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"window cap {cap!r} must be a positive integer or None")
+        self.window_cap = cap
+
+    def _layer_masks(
+        self,
+        B: int,
+        T: int,
+        start: int,
+        attention_mask: torch.Tensor | None,
+        document_ids: torch.Tensor | None,
+    ) -> list[LayerMask]:
+        """Each layer's ``(mask, is_causal)``: causal, windowed, padded, per document."""
+        device = self.allowed.device
+        a = self.config.attention
+        flex = a.backend == "flex" or (
+            a.backend == "sdpa" and device.type == "cuda" and flex_available()
+        )
+        if self.training and self.config.dropout > 0:
+            flex = False  # FlexAttention has no attention dropout
+
+        def make(window: int | None, docs: torch.Tensor | None) -> Any:
+            if docs is not None:
+                return block_mask(T, window, docs, device)
+            key = (T, window, device)
+            if key not in self._block_masks:
+                self._block_masks[key] = block_mask(T, window, None, device)
+            return self._block_masks[key]
+
+        return layer_masks(
+            self.allowed,
+            self.effective_windows(),
+            B,
+            T,
+            start,
+            attention_mask,
+            document_ids,
+            make if flex else None,
+        )
+
+    def _blocks(
+        self,
+        idx: torch.Tensor,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        masks: list[LayerMask],
+        kv_cache: KVCache | None,
+    ) -> torch.Tensor:
+        """The stack of blocks, with the shortcuts, skips and value embeddings switched on."""
+        cfg = self.config
+        blocks = cast(nn.ModuleList, self.transformer.h)
+        L = len(blocks)
+        n_skip = L // 2 if cfg.unet_skips else 0
+        value_embeds = cast(nn.ModuleDict, getattr(self, "value_embeds", {}))
+        x0, skips = x, list[torch.Tensor]()
+        for i, block in enumerate(blocks):
+            if i >= L - n_skip:  # decoder half: the mirrored encoder block's output
+                x = x + self.skip_weights[i - (L - n_skip)] * skips.pop()
+            if cfg.x0_shortcut:
+                x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
+            ve = value_embeds[str(i)](idx) if str(i) in value_embeds else None
+            mask, is_causal = masks[i]
+            x = self._run_block(block, x, rope, mask, is_causal, kv_cache, ve)
+            if i < n_skip:
+                skips.append(x)
+        return x
 
     def _run_block(
         self,
@@ -246,15 +339,16 @@ class GPT(nn.Module):
         mask: torch.Tensor | None,
         is_causal: bool,
         kv_cache: KVCache | None,
+        value_embed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One block; in training with activation checkpointing, recomputed in backward."""
         if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
             # store only the block's input; its activations are recomputed in backward
             return cast(
                 torch.Tensor,
-                checkpoint(block, x, rope, mask, is_causal, None, use_reentrant=False),
+                checkpoint(block, x, rope, mask, is_causal, None, value_embed, use_reentrant=False),
             )
-        return cast(torch.Tensor, block(x, rope, mask, is_causal, kv_cache))
+        return cast(torch.Tensor, block(x, rope, mask, is_causal, kv_cache, value_embed))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """The head: scores over the real vocabulary, soft-capped if the config says so."""
@@ -305,8 +399,9 @@ class GPT(nn.Module):
         """
         cfg = self.config
         n = sum(p.numel() for p in self.parameters())
-        padding = (cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd
-        n -= padding * (1 if cfg.tie_embeddings else 2)
+        padding = cfg.padded_vocab_size - cfg.vocab_size
+        n -= padding * cfg.n_embd * (1 if cfg.tie_embeddings else 2)
+        n -= padding * cfg.n_kv_head * cfg.head_size * len(cfg.value_embed_layers)
         if exclude_position_embeddings and "wpe" in self.transformer:
             n -= cast(nn.Embedding, self.transformer.wpe).weight.numel()
         return n
@@ -317,16 +412,18 @@ class GPT(nn.Module):
         PaLM appendix B accounting, as nanoGPT's ``estimate_mfu``: ``6 N`` for the matrix
         multiplies of the N weights each token passes through (2 forward, 4 backward),
         plus ``12 L H Q T`` for the attention scores and weighted sums (QKᵀ and ·V over T
-        keys, per layer L, head H, head size Q). N excludes position embeddings, and an
-        untied token embedding (a lookup, not a multiply). With a sliding window a query
-        sees at most ``window`` keys, so T becomes ``min(seq_len, window)``.
+        keys, per layer L, head H, head size Q). N excludes position embeddings, an
+        untied token embedding and value embeddings (lookups, not multiplies). With a
+        sliding window a layer's query sees at most ``window`` keys, so that layer's T
+        becomes ``min(seq_len, window)``.
         """
         cfg = self.config
         n = self.num_parameters(exclude_position_embeddings=True)
         if not cfg.tie_embeddings:
             n -= cfg.vocab_size * cfg.n_embd
-        t = seq_len if cfg.attention.window is None else min(seq_len, cfg.attention.window)
-        return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_head * cfg.head_size * t
+        n -= cfg.vocab_size * cfg.n_kv_head * cfg.head_size * len(cfg.value_embed_layers)
+        keys = sum(seq_len if w is None else min(seq_len, w) for w in cfg.layer_windows)
+        return 6.0 * n + 12.0 * cfg.n_head * cfg.head_size * keys
 
     # ------------------------------------------------------------------ Hugging Face
     @classmethod

@@ -147,8 +147,10 @@ def save_hf(model: GPT, path: str | Path) -> None:
     """Write ``config.json`` + ``model.safetensors`` that ``GPT2LMHeadModel`` loads.
 
     Only GPT-2-shaped models can be written: learned positions, LayerNorm, GELU,
-    multi-head attention, no soft-caps or windows. A model without biases is written
-    with zero biases, which computes the same function.
+    multi-head attention, no soft-caps, windows, value embeddings, x0 shortcut or U-net
+    skips. A model without biases is written with zero biases, which computes the same
+    function; ``zero_init_proj`` and ``attention.document_mask`` change training only,
+    so they export.
     """
     cfg = model.config
     a = cfg.attention
@@ -162,6 +164,10 @@ def save_hf(model: GPT, path: str | Path) -> None:
             (a.qk_norm, "attention.qk_norm=true"),
             (a.logit_softcap is not None, "attention.logit_softcap"),
             (a.window is not None, "attention.window"),
+            (a.window_pattern is not None, "attention.window_pattern"),
+            (cfg.value_embeds is not None, "value_embeds"),
+            (cfg.x0_shortcut, "x0_shortcut"),
+            (cfg.unet_skips, "unet_skips"),
             (cfg.logit_softcap is not None, "logit_softcap"),
         )
         if bad
