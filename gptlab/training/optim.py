@@ -6,6 +6,12 @@ GPT-3. A new optimizer is a new function here plus a YAML file in
 ``gptlab/conf/optimizer/`` naming it as ``_target_`` (a package of your own must first be
 allowed from code with ``gptlab.utils.spec.allow_targets``: config data never chooses
 what gets called).
+
+Switches, all off by default (then the optimizer is torch's, with the same groups, bit
+for bit): ``head_lr`` / ``embedding_lr`` (adamw, muon) put ``model.lm_head`` / every
+``nn.Embedding`` in groups of their own lr, which LambdaLR schedules scale like the
+rest; ``cautious_wd`` + ``wd_decay_steps`` (adamw, muon) and ``normuon`` (muon) follow
+the rules written in ``gptlab.training.muon``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+
+from gptlab.errors import ConfigError
+from gptlab.training.muon import CautiousAdamW, Muon
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -26,6 +35,98 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def _kinds(model: nn.Module) -> tuple[set[int], set[int]]:
+    """Ids of embedding parameters (every ``nn.Embedding``) and of ``model.lm_head``'s."""
+    embedding: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            embedding.update(id(p) for p in module.parameters())
+    head_module = getattr(model, "lm_head", None)
+    head = (
+        {id(p) for p in head_module.parameters()} if isinstance(head_module, nn.Module) else set()
+    )
+    return embedding, head
+
+
+def kind_groups(
+    model: nn.Module,
+    params: list[torch.Tensor],
+    weight_decay: float,
+    lr: float,
+    head_lr: float | None,
+    embedding_lr: float | None,
+) -> list[dict]:
+    """``params`` as [matrices (decayed), vectors] plus a group per kind with its own lr.
+
+    Embeddings (every ``nn.Embedding``, value embeddings included) and the head
+    (``model.lm_head``) leave the two base groups only when their lr is set, so with
+    both ``None`` the groups are exactly the plain split. A tied head is the token
+    embedding: it goes with the embeddings, and a ``head_lr`` other than theirs is refused.
+    """
+    for name, value in (("head_lr", head_lr), ("embedding_lr", embedding_lr)):
+        if value is not None and value < 0:
+            raise ConfigError(f"optimizer.{name}={value} must be >= 0 (or null for the group's lr)")
+    embedding, head = _kinds(model)
+    if head & embedding and head_lr is not None:
+        shared = lr if embedding_lr is None else embedding_lr
+        if head_lr != shared:
+            raise ConfigError(
+                f"optimizer.head_lr={head_lr} cannot differ from the embedding lr ({shared}) because "
+                "model.tie_embeddings=true makes the head the token embedding; unset head_lr or set "
+                "model.tie_embeddings=false"
+            )
+        head_lr = None
+    head = head - embedding
+    kinds = [(embedding, embedding_lr), (head, head_lr)]
+    taken = {i for ids, kind_lr in kinds if kind_lr is not None for i in ids}
+    rest = [p for p in params if id(p) not in taken]
+    groups = [
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    for ids, kind_lr in kinds:
+        if kind_lr is None:
+            continue
+        mine = [p for p in params if id(p) in ids]
+        for decayed in (True, False):
+            chosen = [p for p in mine if (p.dim() >= 2) == decayed]
+            if chosen:
+                wd = weight_decay if decayed else 0.0
+                groups.append({"params": chosen, "weight_decay": wd, "lr": kind_lr})
+    return groups
+
+
+def _cautious(groups: list[dict], wd_decay_steps: int | None) -> None:
+    """Mark AdamW groups for cautious decay (the keys CautiousAdamW reads)."""
+    for group in groups:
+        group.update(cautious_wd=True, wd_decay_steps=wd_decay_steps, wd_step=0)
+
+
+def _check_wd_switches(cautious_wd: bool, wd_decay_steps: int | None) -> None:
+    if wd_decay_steps is not None and not cautious_wd:
+        raise ConfigError(
+            "optimizer.wd_decay_steps schedules the cautious decay only; set optimizer.cautious_wd=true or drop it"
+        )
+    if wd_decay_steps is not None and wd_decay_steps < 1:
+        raise ConfigError(
+            f"optimizer.wd_decay_steps={wd_decay_steps} must be >= 1 (or null for constant decay)"
+        )
+
+
+def _refuse_unknown(name: str, unknown: dict) -> None:
+    """A Muon-only switch (or a typo) on another optimizer: one sentence, not a TypeError."""
+    if not unknown:
+        return
+    key = sorted(unknown)[0]
+    muon_only = {"normuon", "normuon_beta2", "adam_lr"}
+    hint = (
+        "it is a Muon option: use optimizer=muon"
+        if key in muon_only
+        else "see gptlab/conf/optimizer"
+    )
+    raise ConfigError(f"optimizer={name} has no option {key}; {hint}, or drop optimizer.{key}")
 
 
 def _fused_supported(params: Iterable[torch.Tensor]) -> bool:
@@ -42,11 +143,30 @@ def adamw(
     weight_decay: float = 0.1,
     eps: float = 1e-8,
     fused: bool | None = None,
+    head_lr: float | None = None,
+    embedding_lr: float | None = None,
+    cautious_wd: bool = False,
+    wd_decay_steps: int | None = None,
+    **unknown,
 ) -> torch.optim.AdamW:
-    """AdamW with decay on matrices only; ``fused=None`` picks the fused kernel where supported."""
-    groups = decay_groups(model, weight_decay)
+    """AdamW with decay on matrices only; ``fused=None`` picks the fused kernel where supported.
+
+    ``head_lr`` / ``embedding_lr`` give ``model.lm_head`` / every ``nn.Embedding`` a group
+    of its own at that lr (``None``: ``lr``); ``cautious_wd`` makes the decoupled decay
+    cautious (rule in ``gptlab.training.muon``). All off: torch's AdamW, as before.
+    """
+    _refuse_unknown("adamw", unknown)
+    _check_wd_switches(cautious_wd, wd_decay_steps)
+    if head_lr is None and embedding_lr is None:
+        groups = decay_groups(model, weight_decay)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+        groups = kind_groups(model, params, weight_decay, lr, head_lr, embedding_lr)
     all_params = [p for g in groups for p in g["params"]]
     use_fused = _fused_supported(all_params) if fused is None else fused
+    if cautious_wd:
+        _cautious(groups, wd_decay_steps)
+        return CautiousAdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=use_fused or None)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=use_fused or None)
 
 
@@ -56,8 +176,10 @@ def sgd(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     nesterov: bool = True,
+    **unknown,
 ) -> torch.optim.SGD:
     """Plain SGD with momentum: the baseline every optimizer study needs."""
+    _refuse_unknown("sgd", unknown)
     return torch.optim.SGD(
         decay_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov
     )
@@ -83,15 +205,36 @@ class MuonWithAdamW(torch.optim.Optimizer):
         weight_decay: float,
         betas: tuple[float, float],
         eps: float,
+        normuon: bool = False,
+        normuon_beta2: float = 0.95,
+        cautious_wd: bool = False,
+        wd_decay_steps: int | None = None,
     ) -> None:
-        self.muon = torch.optim.Muon(
-            muon_params,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            adjust_lr_fn="match_rms_adamw",
-        )
-        self.adamw = torch.optim.AdamW(adamw_groups, lr=adam_lr, betas=tuple(betas), eps=eps)
+        if normuon or cautious_wd:
+            # gptlab's own step (same arithmetic as torch's with both switches off)
+            self.muon = Muon(
+                muon_params,
+                lr=lr,
+                momentum=momentum,
+                weight_decay=weight_decay,
+                normuon=normuon,
+                normuon_beta2=normuon_beta2,
+                cautious_wd=cautious_wd,
+                wd_decay_steps=wd_decay_steps,
+            )
+        else:
+            self.muon = torch.optim.Muon(
+                muon_params,
+                lr=lr,
+                momentum=momentum,
+                weight_decay=weight_decay,
+                adjust_lr_fn="match_rms_adamw",
+            )
+        adamw_class = torch.optim.AdamW
+        if cautious_wd:
+            _cautious(adamw_groups, wd_decay_steps)
+            adamw_class = CautiousAdamW
+        self.adamw = adamw_class(adamw_groups, lr=adam_lr, betas=tuple(betas), eps=eps)
         all_params = list(muon_params) + [p for g in adamw_groups for p in g["params"]]
         super().__init__(all_params, {"lr": lr})
         self.param_groups = self.muon.param_groups + self.adamw.param_groups
@@ -127,24 +270,45 @@ def muon(
     weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.9, 0.95),
     eps: float = 1e-8,
+    normuon: bool = False,
+    normuon_beta2: float = 0.95,
+    cautious_wd: bool = False,
+    wd_decay_steps: int | None = None,
+    head_lr: float | None = None,
+    embedding_lr: float | None = None,
 ) -> torch.optim.Optimizer:
-    """Muon on the blocks' 2-D matrices, AdamW (decay on matrices) on embeddings, head and vectors."""
+    """Muon on the blocks' 2-D matrices, AdamW (decay on matrices) on embeddings, head and vectors.
+
+    ``normuon`` / ``cautious_wd`` switch on the variants of ``gptlab.training.muon``;
+    ``head_lr`` / ``embedding_lr`` give the head / embeddings their own AdamW lr
+    (``None``: ``adam_lr``). All off: ``torch.optim.Muon`` + AdamW, as before.
+    """
     if not hasattr(torch.optim, "Muon"):
         raise RuntimeError(
             "optimizer=muon needs torch>=2.9 (torch.optim.Muon); upgrade torch or use optimizer=adamw"
         )
-    outside = set()
-    for module in model.modules():
-        if isinstance(module, nn.Embedding):
-            outside.update(id(p) for p in module.parameters())
-    head = getattr(model, "lm_head", None)
-    if isinstance(head, nn.Module):
-        outside.update(id(p) for p in head.parameters())
+    if not 0.0 <= normuon_beta2 < 1.0:
+        raise ConfigError(
+            f"optimizer.normuon_beta2={normuon_beta2} must be within [0, 1); 0.95 is the usual value"
+        )
+    _check_wd_switches(cautious_wd, wd_decay_steps)
+    embedding, head = _kinds(model)
+    outside = embedding | head
     params = [p for p in model.parameters() if p.requires_grad]
     hidden = [p for p in params if p.dim() == 2 and id(p) not in outside]
     rest = [p for p in params if id(p) not in {id(h) for h in hidden}]
-    adamw_groups = [
-        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return MuonWithAdamW(hidden, adamw_groups, lr, adam_lr, momentum, weight_decay, betas, eps)
+    adamw_groups = kind_groups(model, rest, weight_decay, adam_lr, head_lr, embedding_lr)
+    return MuonWithAdamW(
+        hidden,
+        adamw_groups,
+        lr,
+        adam_lr,
+        momentum,
+        weight_decay,
+        betas,
+        eps,
+        normuon=normuon,
+        normuon_beta2=normuon_beta2,
+        cautious_wd=cautious_wd,
+        wd_decay_steps=wd_decay_steps,
+    )
