@@ -61,9 +61,29 @@ def same_params(a: nn.Module, b: nn.Module) -> bool:
 # -- off by default: exactly the previous optimizer ------------------------------------
 
 
+def test_newton_schulz_runs_in_float32_off_cuda_and_agrees_with_bfloat16():
+    """torch's bfloat16 iteration is very slow on a CPU; auto picks float32 there."""
+    from gptlab.training.optim import newton_schulz_dtype
+
+    model = tiny_gpt()
+    opt = muon(model)
+    assert type(opt.muon) is Muon and opt.muon.ns_dtype == torch.float32
+    assert newton_schulz_dtype("auto", [torch.zeros(2, 2)]) == torch.float32
+    assert newton_schulz_dtype("bfloat16", [torch.zeros(2, 2)]) == torch.bfloat16
+    g = torch.randn(8, 24, generator=torch.Generator().manual_seed(0))
+    o32, o16 = newton_schulz(g, dtype=torch.float32), newton_schulz(g).float()
+    assert o32.dtype == torch.float32
+    # both land near the orthogonal factor: singular values in the quintic's band around 1
+    s = torch.linalg.svdvals(o32)
+    assert s.min() > 0.5 and s.max() < 1.3
+    assert (o32 - o16).abs().max() < 0.05  # bfloat16 keeps ~3 significant digits
+    with pytest.raises(ConfigError, match="optimizer.ns_dtype='half' is not auto"):
+        muon(model, ns_dtype="half")
+
+
 def test_muon_with_switches_off_is_torch_muon_plus_adamw_bit_for_bit():
     ours, ref = tiny_gpt(), tiny_gpt()
-    opt = muon(ours, weight_decay=0.1)
+    opt = muon(ours, weight_decay=0.1, ns_dtype="bfloat16")  # auto's choice on CUDA
     assert type(opt.muon) is torch.optim.Muon and type(opt.adamw) is torch.optim.AdamW
     # the previous code path, written out: the same split, torch's two optimizers
     head = {id(ref.lm_head.weight)}

@@ -1,10 +1,16 @@
 """gptlab's own Muon step, for the variants ``torch.optim.Muon`` does not have.
 
-``optimizer=muon`` keeps ``torch.optim.Muon`` while every switch here is off (so the
-default run is the library's, bit for bit); turning on ``normuon`` or ``cautious_wd``
-swaps in :class:`Muon` below, whose switches-off step is the same arithmetic as torch's
-(Nesterov momentum by ``lerp``, the quintic Newton–Schulz in bfloat16, decoupled decay,
-then ``lr * 0.2 * sqrt(max(A, B))``, Moonshot's "match AdamW's RMS" scaling).
+``optimizer=muon`` keeps ``torch.optim.Muon`` while every switch here is off and the
+Newton–Schulz iteration runs in bfloat16 (so a GPU run is the library's, bit for bit);
+turning on ``normuon`` or ``cautious_wd``, or running the iteration in float32, swaps in
+:class:`Muon` below, whose switches-off step is the same arithmetic as torch's
+(Nesterov momentum by ``lerp``, the quintic Newton–Schulz, decoupled decay, then
+``lr * 0.2 * sqrt(max(A, B))``, Moonshot's "match AdamW's RMS" scaling).
+
+``ns_dtype``: torch's Muon always iterates in bfloat16, which is fast on a GPU and very
+slow on a CPU without bfloat16 kernels (the whole Muon step then costs many times the
+model's forward and backward; benchmarks/RESULTS.md). ``optimizer.ns_dtype=auto`` (the
+default) therefore takes bfloat16 on CUDA and float32 elsewhere.
 
 The two variants, and the exact rule each follows:
 
@@ -41,14 +47,19 @@ NS_STEPS = 5
 NS_EPS = 1e-7
 
 
-def newton_schulz(g: torch.Tensor, steps: int = NS_STEPS, eps: float = NS_EPS) -> torch.Tensor:
-    """Approximately orthogonalise ``g`` (2-D) with the quintic iteration, in bfloat16.
+def newton_schulz(
+    g: torch.Tensor,
+    steps: int = NS_STEPS,
+    eps: float = NS_EPS,
+    dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """Approximately orthogonalise ``g`` (2-D) with the quintic iteration, in ``dtype``.
 
     The wide orientation keeps the Gram matrix small; the Frobenius norm bounds the
     spectral norm by 1 so the iteration starts inside its basin.
     """
     a, b, c = NS_COEFFICIENTS
-    x = g.bfloat16()
+    x = g.to(dtype)
     tall = g.size(0) > g.size(1)
     if tall:
         x = x.T
@@ -100,7 +111,9 @@ class Muon(torch.optim.Optimizer):
         normuon_eps: float = 1e-8,
         cautious_wd: bool = False,
         wd_decay_steps: int | None = None,
+        ns_dtype: torch.dtype = torch.bfloat16,
     ) -> None:
+        self.ns_dtype = ns_dtype
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -139,7 +152,7 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - mu)
                 update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
-                update = newton_schulz(update)
+                update = newton_schulz(update, dtype=self.ns_dtype)
                 if group["normuon"]:
                     if "row_second_moment" not in state:
                         state["row_second_moment"] = torch.zeros(
@@ -156,7 +169,7 @@ class Muon(torch.optim.Optimizer):
                     cautious_decay_(p, update, lr * wd)
                 else:
                     p.mul_(1 - lr * wd)
-                p.add_(update, alpha=-adjusted_lr)
+                p.add_(update.to(p.dtype), alpha=-adjusted_lr)
             group["wd_step"] += 1
         return loss
 

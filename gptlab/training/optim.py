@@ -209,8 +209,10 @@ class MuonWithAdamW(torch.optim.Optimizer):
         normuon_beta2: float = 0.95,
         cautious_wd: bool = False,
         wd_decay_steps: int | None = None,
+        ns_dtype: str = "auto",
     ) -> None:
-        if normuon or cautious_wd:
+        dtype = newton_schulz_dtype(ns_dtype, muon_params)
+        if normuon or cautious_wd or dtype != torch.bfloat16:
             # gptlab's own step (same arithmetic as torch's with both switches off)
             self.muon = Muon(
                 muon_params,
@@ -221,6 +223,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
                 normuon_beta2=normuon_beta2,
                 cautious_wd=cautious_wd,
                 wd_decay_steps=wd_decay_steps,
+                ns_dtype=dtype,
             )
         else:
             self.muon = torch.optim.Muon(
@@ -262,6 +265,21 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self.param_groups = self.muon.param_groups + self.adamw.param_groups
 
 
+NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def newton_schulz_dtype(name: str, params: list[torch.Tensor]) -> torch.dtype:
+    """``auto``: bfloat16 where the matrices live on CUDA, float32 elsewhere (see muon.py)."""
+    if name == "auto":
+        on_cuda = bool(params) and all(p.device.type == "cuda" for p in params)
+        return torch.bfloat16 if on_cuda else torch.float32
+    if name not in NS_DTYPES:
+        raise ConfigError(
+            f"optimizer.ns_dtype={name!r} is not auto, bfloat16 or float32; choose one of those"
+        )
+    return NS_DTYPES[name]
+
+
 def muon(
     model: nn.Module,
     lr: float = 0.02,
@@ -276,6 +294,7 @@ def muon(
     wd_decay_steps: int | None = None,
     head_lr: float | None = None,
     embedding_lr: float | None = None,
+    ns_dtype: str = "auto",
 ) -> torch.optim.Optimizer:
     """Muon on the blocks' 2-D matrices, AdamW (decay on matrices) on embeddings, head and vectors.
 
@@ -311,4 +330,5 @@ def muon(
         normuon_beta2=normuon_beta2,
         cautious_wd=cautious_wd,
         wd_decay_steps=wd_decay_steps,
+        ns_dtype=ns_dtype,
     )
