@@ -4,6 +4,7 @@
     python -m gptlab.compare 'outputs/multirun/2025-01-31/*' x=tokens
     python -m gptlab.compare outputs/multirun/... baseline="model.pos=learned"   # seeds + p-values
     python -m gptlab.compare outputs/multirun/... x=flops at_flops=1e15           # compute-matched
+    python -m gptlab.compare outputs/multirun/... x=time at_time=120              # equal wall-clock
     python -m gptlab.compare source=wandb project=gptlab group=2025-01-31/12-00-00-000000
     python -m gptlab.compare outputs/multirun/... tasks=[hellaswag,core] task_metric=acc
 
@@ -119,6 +120,7 @@ def _options(options: dict[str, Any]) -> Options:
         x=check_x(str(options.get("x") or "steps")),
         at_tokens=_number(options, "at_tokens"),
         at_flops=_number(options, "at_flops"),
+        at_time=_number(options, "at_time"),
         baseline=options.get("baseline") or None,
     )
 

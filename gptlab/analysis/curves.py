@@ -69,12 +69,18 @@ def curve(run: Run, metric: str = "val/loss", x: str = "steps") -> Curve | None:
 def value_at(run: Run, budget: float, x: str, metric: str = "val/loss") -> float | None:
     """``metric`` at ``budget`` units of x (tokens, FLOPs, ...), interpolated between the
     two validations around it; ``None`` when the run stopped before the budget (its loss
-    there is unknown, and extrapolating would credit or blame it for compute it never used)."""
+    there is unknown, and extrapolating would credit or blame it for compute it never used).
+
+    Wall time is the exception: a run that finished before the time was up had that time
+    and did not need it, so it counts with its final value (equal wall-clock).
+    """
     c = curve(run, metric, x)
     if c is None or len(c.x) == 0:
         return None
     order = np.argsort(c.x)
     xs, ys = c.x[order], c.y[order]
+    if x == "time" and budget >= xs[-1] and not run.failed:
+        return float(ys[-1])
     if budget > xs[-1] * (1 + 1e-9) or budget < 0:
         return None
     if budget <= xs[0]:

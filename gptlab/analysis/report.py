@@ -46,21 +46,28 @@ class Options:
     at_tokens: float | None = None
     at_flops: float | None = None
     baseline: str | None = None
+    at_time: float | None = None
 
     def budget(self) -> tuple[str, float] | None:
-        if self.at_tokens is not None and self.at_flops is not None:
-            raise CompareError("give at_tokens= or at_flops=, not both")
-        if self.at_tokens is not None:
-            return "tokens", float(self.at_tokens)
-        if self.at_flops is not None:
-            return "flops", float(self.at_flops)
-        return None
+        given = [
+            (axis, float(value))
+            for axis, value in (
+                ("tokens", self.at_tokens),
+                ("flops", self.at_flops),
+                ("time", self.at_time),
+            )
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise CompareError("give one of at_tokens=, at_flops= or at_time=, not several")
+        return given[0] if given else None
 
     def score_name(self) -> str:
         budget = self.budget()
         if budget is None:
             return f"final {self.metric}"
-        return f"{self.metric} @ {budget[1]:.3g} {budget[0]}"
+        unit = "s" if budget[0] == "time" else budget[0]
+        return f"{self.metric} @ {budget[1]:.3g} {unit}"
 
 
 @dataclass
