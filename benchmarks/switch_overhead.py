@@ -38,6 +38,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {  # name: (model overrides, optimizer 
     "document_mask": ({"attention": {"document_mask": True}}, {}),
     "cautious_wd": ({}, {"cautious_wd": True}),
     "muon": ({}, {"name": "muon"}),
+    "muon_bf16_ns": ({}, {"name": "muon", "ns_dtype": "bfloat16"}),  # torch.optim.Muon
     "muon+normuon": ({}, {"name": "muon", "normuon": True}),
 }
 
