@@ -266,3 +266,15 @@ def test_every_switch_off_adds_nothing():
     names = [n for n, _ in model.named_parameters()]
     assert not [n for n in names if "value_embeds" in n or "lambdas" in n or "skip" in n]
     assert not [n for n in names if "ve_gate" in n]
+
+
+def test_explicit_flex_is_refused_where_torch_lacks_it(monkeypatch):
+    """Old torch has no FlexAttention; this one has, so its absence is simulated."""
+    import gptlab.model.gpt as gpt_module
+
+    monkeypatch.setattr(gpt_module, "flex_available", lambda: False)
+    with pytest.raises(ModelConfigError, match="backend=flex needs torch>=2.5"):
+        GPT(config(attention={"window": 4, "backend": "flex"}))
+    monkeypatch.setattr(gpt_module, "_WARNED_NO_FLEX", False)
+    with pytest.warns(UserWarning, match="FlexAttention is not available"):
+        assert gpt_module._fast_path_available() is False

@@ -27,6 +27,7 @@ point ``new_kv_cache`` (optimizer groups live with the optimizers, in ``gptlab.t
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,6 +42,24 @@ from gptlab.model.flex import block_mask, flex_available
 from gptlab.model.kv_cache import KVCache
 from gptlab.model.layers import make_mlp, make_norm, rope_tables
 from gptlab.model.masks import LayerMask, layer_masks
+
+
+def _fast_path_available() -> bool:
+    """FlexAttention for windowed and per-document masks on CUDA; without it, one warning."""
+    if flex_available():
+        return True
+    global _WARNED_NO_FLEX
+    if not _WARNED_NO_FLEX:
+        warnings.warn(
+            "FlexAttention is not available in this torch (needs >= 2.5): windowed and "
+            "per-document attention use dense masks, which is slower on a GPU",
+            stacklevel=3,
+        )
+        _WARNED_NO_FLEX = True
+    return False
+
+
+_WARNED_NO_FLEX = False
 
 
 class Block(nn.Module):
@@ -280,7 +299,7 @@ class GPT(nn.Module):
         device = self.allowed.device
         a = self.config.attention
         flex = a.backend == "flex" or (
-            a.backend == "sdpa" and device.type == "cuda" and flex_available()
+            a.backend == "sdpa" and device.type == "cuda" and _fast_path_available()
         )
         if self.training and self.config.dropout > 0:
             flex = False  # FlexAttention has no attention dropout
