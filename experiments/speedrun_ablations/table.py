@@ -7,13 +7,19 @@ validation loss, *with minus without* (negative: the switch helps), as the diffe
 of the seed means ± its standard error, and the one-sided Welch p-value that the switch
 helps, computed with the functions ``gptlab.compare`` uses. "+x" rows add x to their
 reference (GPT-2-style ``base`` or ``modern``), "-x" rows take it out of ``modern``.
-Twice: at equal steps (final validation) and at equal wall-clock (the loss at the
-reference's median training time, interpolated between validations; a run that
-finished sooner keeps its final value). Writes ``results.md`` and ``ablation.png``.
+Twice: at equal steps (final validation) and at equal wall-clock. Wall-clock comes
+from ``step_costs.json`` (``step_costs.py``: every configuration timed side by side, so
+a busy machine cannot favour one): a configuration whose step costs r times its
+reference's is read at ``steps / r`` steps of its validation curve (interpolated; a
+cheaper one keeps its final value). Its learning-rate schedule was laid out for the
+full steps, so a slower switch is judged before its decay ended: a conservative
+reading. Without the file, the runs' own median wall times are used.
+Writes ``results.md`` and ``ablation.png``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import sys
@@ -50,6 +56,35 @@ def wall_time(run: Run) -> float:
     return float(sorted(run.series("train/wall_time"))[-1][1])
 
 
+def last_step(run: Run) -> float:
+    return float(sorted(run.series("val/loss"))[-1][0])
+
+
+def step_costs() -> dict[str, float]:
+    path = HERE / "step_costs.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def at_equal_time(
+    runs: list[Run], reference: list[Run], ratio: float | None
+) -> tuple[list[float | None], list[float | None], float]:
+    """The two groups' losses at the reference's training time, and the time ratio used."""
+    if ratio is None:  # the runs' own wall times
+        budget = statistics.median(wall_time(r) for r in reference)
+        ratio = statistics.median(wall_time(r) for r in runs) / budget
+        return (
+            [value_at(r, budget, "time") for r in runs],
+            [value_at(r, budget, "time") for r in reference],
+            ratio,
+        )
+    budget_steps = statistics.median(last_step(r) for r in reference) / ratio
+    return (
+        [value_at(r, min(budget_steps, last_step(r)), "steps") for r in runs],
+        [final_loss(r) for r in reference],
+        ratio,
+    )
+
+
 def effect(with_: list[float], without: list[float]) -> tuple[float, float, float]:
     """(mean with - mean without, its standard error, one-sided p that "with" is lower)."""
     se = math.sqrt(
@@ -61,26 +96,25 @@ def effect(with_: list[float], without: list[float]) -> tuple[float, float, floa
 
 def table(runs_dir: Path) -> list[dict]:
     rows = []
+    costs = step_costs()
     for size in sorted(p.name for p in runs_dir.iterdir() if p.is_dir()):
         refs = {ref: finished(runs_dir / size / ref) for ref in ("base", "modern")}
         for name, ref in configurations():
             runs, reference = finished(runs_dir / size / name), refs[ref]
             if name in ("base", "modern") or len(runs) < 2 or len(reference) < 2:
                 continue
-            budget = statistics.median(wall_time(r) for r in reference)
             steps = ([final_loss(r) for r in runs], [final_loss(r) for r in reference])
-            timed = (
-                [value_at(r, budget, "time") for r in runs],
-                [value_at(r, budget, "time") for r in reference],
-            )
+            key, ref_key = f"{size}/{name}", f"{size}/{ref}"
+            ratio = costs[key] / costs[ref_key] if key in costs and ref_key in costs else None
+            *timed, time_ratio = at_equal_time(runs, reference, ratio)
             removed = name.startswith("-")  # the switch is in the reference, not in the runs
-            row = dict(size=size, switch=name, reference=ref, seeds=len(runs), budget=budget)
+            row = dict(size=size, switch=name, reference=ref, seeds=len(runs))
             for key, (a, b) in (("steps", steps), ("time", timed)):
                 a = [v for v in a if v is not None]
                 b = [v for v in b if v is not None]
                 if len(a) >= 2 and len(b) >= 2:
                     row[key] = effect(b, a) if removed else effect(a, b)
-            row["time_ratio"] = statistics.median(wall_time(r) for r in runs) / budget
+            row["time_ratio"] = time_ratio
             rows.append(row)
     return rows
 
@@ -118,7 +152,7 @@ def markdown(rows: list[dict], runs_dir: Path) -> str:
         "± standard error; p: one-sided Welch, the switch helps.",
         "",
         "| size | switch | seeds | equal steps: Δ ± se | p | equal wall-clock: Δ ± se | p "
-        "| time vs reference |",
+        "| step time vs reference |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
