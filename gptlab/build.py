@@ -30,6 +30,7 @@ def build_module(cfg: DictConfig, model_config: dict[str, Any], tokenizer: Any) 
         model_config=model_config,
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.scheduler) if cfg.get("scheduler") else None,
+        curriculum=plain(cfg.curriculum) if cfg.get("curriculum") else None,
         tokenizer=tokenizer.to_dict(),
         run_config=plain(cfg),
         compile=bool(cfg.trainer.get("compile", False)),

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from gptlab.model import GPT, GPTConfig
+from gptlab.training.curriculum import Curriculum
 from gptlab.training.rng_state import capture_rng_state, restore_rng_state
 from gptlab.utils.spec import build
 
@@ -67,11 +68,13 @@ class GPTLightningModule(L.LightningModule):
         tokenizer: dict[str, Any] | None = None,
         run_config: dict[str, Any] | None = None,
         compile: bool = False,
+        curriculum: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.config = GPTConfig.from_dict(model_config)
         self.model = GPT(self.config)
+        self.curriculum = Curriculum(curriculum) if curriculum else None
         if compile:  # trainer.compile: how to train, not what the model is
             self.model.compile()  # in place: parameter names (and checkpoints) stay unchanged
         self.val_bytes_per_token: float | None = None
@@ -100,11 +103,20 @@ class GPTLightningModule(L.LightningModule):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
 
+    def _logits(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The model on ``batch[0]``, masked per document when the model asks for it.
+
+        A third element, each token's document number, is there with data.document_ids.
+        """
+        docs = batch[2] if self.config.attention.document_mask and len(batch) > 2 else None
+        return self.model(batch[0], document_ids=docs)
+
     # -- training ---------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         self.train_batches += 1
-        x, y = batch[0], batch[1]  # a third element, document ids, is there with data.document_ids
-        loss = next_token_loss(self.model(x), y)
+        if self.curriculum is not None:
+            batch = self._warm_up(batch)
+        loss = next_token_loss(self._logits(batch), batch[1])
         self.last_train_loss = loss.detach()
         self._step_losses.append(self.last_train_loss)
         if self._ends_step():
@@ -114,6 +126,23 @@ class GPTLightningModule(L.LightningModule):
             if self.logs_this_step():
                 self._log_step_loss()
         return loss
+
+    def _warm_up(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The curriculum's batch for the step being taken, and its window cap on the model."""
+        assert self.curriculum is not None
+        trainer = self._attached_trainer()
+        step = trainer.global_step if trainer is not None else 0
+        block = self.config.block_size
+        self.model.set_window_cap(self.curriculum.window_cap(step, block))
+        if self.logs_this_step():  # rows taken from the loader's batch, context, window cap
+            B, T = batch[0].shape
+            for name, value in self.curriculum.sizes(step, B, T).items():
+                self.log(f"train/{name}", float(value), on_step=True, on_epoch=False)
+        batch = self.curriculum.apply(batch, step)
+        return batch
+
+    def on_validation_start(self) -> None:
+        self.model.set_window_cap(None)  # validation scores the model as it will be used
 
     def _ends_step(self) -> bool:
         """Whether this micro-batch is the last of its optimizer step (launches start at a step)."""
@@ -221,8 +250,7 @@ class GPTLightningModule(L.LightningModule):
 
     # -- validation -------------------------------------------------------------------
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        x, y = batch[0], batch[1]
-        self._val_losses.append(next_token_loss(self.model(x), y).detach())
+        self._val_losses.append(next_token_loss(self._logits(batch), batch[1]).detach())
 
     def on_validation_epoch_end(self) -> None:
         """The mean over every validation batch of every rank, however unevenly they were shared.

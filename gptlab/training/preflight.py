@@ -63,6 +63,7 @@ def validate_run_config(cfg: DictConfig) -> None:
     _check_checkpoint(cfg)
     _check_checkpoint_filename(cfg)
     _check_cpu_memory(cfg, model)
+    _check_switches(cfg, model)
 
 
 def check_vocab(
@@ -131,6 +132,24 @@ def _check_seed(cfg: DictConfig) -> None:
     if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(
             f"seed={seed!r} must be a whole number from 0 to {MAX_SEED:,} (2**32 - 1), e.g. seed=1337"
+        )
+
+
+def _check_switches(cfg: DictConfig, model: GPTConfig) -> None:
+    """Training switches that need something from another group."""
+    data = cfg.get("data") or {}
+    if model.attention.document_mask and not data.get("document_ids", False):
+        raise ConfigError(
+            "model.attention.document_mask=true needs each token's document id from the "
+            "loader, but data.document_ids is false; set data.document_ids=true"
+        )
+    curriculum = cfg.get("curriculum")
+    if curriculum:
+        from gptlab.training.curriculum import Curriculum
+
+        block = int(data.get("block_size") or model.block_size)
+        Curriculum(OmegaConf.to_container(curriculum, resolve=True)).check(  # type: ignore[arg-type]
+            int(data.get("batch_size", 1)), block
         )
 
 
