@@ -16,6 +16,7 @@ GROUP_OPTIONS = [
     for group in (
         "optimizer",
         "scheduler",
+        "curriculum",
         "sampler",
         "trainer",
         "logger",
