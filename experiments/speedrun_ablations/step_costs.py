@@ -7,7 +7,7 @@ for all of them, which a two-core machine shared with other work does not promis
 equal wall-clock is judged from this measurement instead: each configuration composed
 exactly as ``run.sh`` composes it (Hydra, the same overrides), its model and optimizer
 built by gptlab, then forward, backward and optimizer step on a batch of the recipe's
-shape, all configurations in one process taking turns round by round. Writes
+shape, all configurations in one process taking turns step by step. Writes
 ``step_costs.json`` (median ms per step by ``size/configuration``), which ``table.py``
 reads.
 """
@@ -69,8 +69,9 @@ def stepper(overrides: list[str]):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="*", default=list(SIZES))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=15)
+    # one step of each configuration per round, so a drifting load falls on all alike
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=1)
     args = parser.parse_args()
     steppers = {}
     for size in args.sizes:
