@@ -21,6 +21,7 @@ import typing
 from typing import Any
 
 from gptlab.model.config import AttentionConfig, GPTConfig
+from gptlab.training.depth import DepthSettings
 
 
 def _schema_of(
@@ -51,9 +52,22 @@ ModelSchema = _schema_of(
     GPTConfig, "ModelSchema", {"attention": AttentionSchema}, {"vocab_size": (int | None, None)}
 )
 
+# model=scaled: the model's fields plus the depth knobs (gptlab/training/depth.py), which
+# apply_depth takes out of model.* again before the model's config is built.
+ScaledSchema = dataclasses.make_dataclass(
+    "ScaledSchema",
+    [
+        (f.name, typing.get_type_hints(DepthSettings)[f.name], dataclasses.field(default=f.default))
+        for f in dataclasses.fields(DepthSettings)
+    ],
+    bases=(ModelSchema,),
+    namespace={"__module__": __name__},
+)
+
 
 def register_schemas() -> None:
     """Make ``model/schema`` available to every Hydra composition in this process."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(group="model", name="schema", node=ModelSchema)
+    ConfigStore.instance().store(group="model", name="scaled_schema", node=ScaledSchema)

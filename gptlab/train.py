@@ -25,6 +25,7 @@ from gptlab import build
 from gptlab.cli import check_output_folder, entry_point
 from gptlab.compose import compose_run, optimized_value
 from gptlab.training import run as runs
+from gptlab.training.depth import apply_depth
 from gptlab.training.preflight import check_vocab, validate_run_config
 from gptlab.utils import ddp_children, warning_filters
 
@@ -36,7 +37,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, floa
 
     ``overrides`` (the command line that composed ``cfg``) is recorded in the run folder
     once the run has passed every check, so that ``resume=`` can compose it again.
+    Under ``model=scaled`` the depth's derived values are written in first (the keys
+    ``overrides`` sets keep their values; ``gptlab/training/depth.py``).
     """
+    derived = apply_depth(cfg, overrides)
+    if derived is not None and ddp_children.is_rank_zero():
+        print(derived.describe(), flush=True)
     target = runs.resume_target(cfg.get("resume"), cfg.get("ckpt_path"), cfg.paths.output_dir)
     with open_dict(cfg):
         cfg.paths.output_dir = str(target.folder)
