@@ -20,7 +20,7 @@ import dataclasses
 import typing
 from typing import Any
 
-from gptlab.model.config import AttentionConfig, GPTConfig
+from gptlab.model.config import AttentionConfig, GPTConfig, MupConfig
 from gptlab.training.depth import DepthSettings
 
 
@@ -48,8 +48,12 @@ def _schema_of(
 
 
 AttentionSchema = _schema_of(AttentionConfig, "AttentionSchema", {}, {})
+MupSchema = _schema_of(MupConfig, "MupSchema", {}, {})
 ModelSchema = _schema_of(
-    GPTConfig, "ModelSchema", {"attention": AttentionSchema}, {"vocab_size": (int | None, None)}
+    GPTConfig,
+    "ModelSchema",
+    {"attention": AttentionSchema, "mup": MupSchema},
+    {"vocab_size": (int | None, None)},
 )
 
 # model=scaled: the model's fields plus the depth knobs (gptlab/training/depth.py), which

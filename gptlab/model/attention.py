@@ -47,6 +47,7 @@ from gptlab.model.config import GPTConfig
 from gptlab.model.flex import flex_attend, is_block_mask
 from gptlab.model.kv_cache import KVCache
 from gptlab.model.layers import apply_rope, make_norm
+from gptlab.model.parametrization import attention_scale
 
 
 class SelfAttention(nn.Module):
@@ -91,13 +92,19 @@ def manual_attention(
     is_causal: bool,
     dropout_p: float = 0.0,
     softcap: float | None = None,
+    scale: float | None = None,
 ) -> torch.Tensor:
-    """Attention with every step written out (the reference the fused kernel must match)."""
+    """Attention with every step written out (the reference the fused kernel must match).
+
+    ``scale`` multiplies the scores; ``None`` is 1/√d (µP passes its 1/d scale).
+    """
     n_rep = q.size(1) // k.size(1)
     if n_rep > 1:  # GQA/MQA: each key/value head serves n_rep consecutive query heads
         k = k.repeat_interleave(n_rep, dim=1)
         v = v.repeat_interleave(n_rep, dim=1)
-    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, T, S)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.size(-1))
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, S)
     if softcap is not None:  # squash into (-cap, cap) so no score can run away
         scores = softcap * torch.tanh(scores / softcap)
     if (
@@ -121,6 +128,7 @@ def sdpa_attention(
     is_causal: bool,
     dropout_p: float = 0.0,
     softcap: float | None = None,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """PyTorch's fused attention; ``is_causal`` lets it skip the mask entirely."""
     assert softcap is None, "sdpa cannot soft-cap scores (GPTConfig refuses this combination)"
@@ -132,6 +140,7 @@ def sdpa_attention(
         dropout_p=dropout_p,
         is_causal=is_causal,
         enable_gqa=q.size(1) != k.size(1),
+        scale=scale,
     )
 
 
@@ -164,6 +173,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.softcap = config.attention.logit_softcap
         self.attend = BACKENDS[config.attention.backend]
+        self.scale = attention_scale(config)  # None: 1/√d (sp); µP's √d_base/d
         qkv_width = (self.n_head + 2 * self.n_kv_head) * self.head_size
         self.c_attn = nn.Linear(config.n_embd, qkv_width, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -210,8 +220,8 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.update(self.layer_idx, k, v)
         dropout_p = self.dropout if self.training else 0.0
         if is_block_mask(mask):
-            y = flex_attend(q, k, v, mask)
+            y = flex_attend(q, k, v, mask, self.scale)
         else:
-            y = self.attend(q, k, v, mask, is_causal, dropout_p, self.softcap)
+            y = self.attend(q, k, v, mask, is_causal, dropout_p, self.softcap, self.scale)
         y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))

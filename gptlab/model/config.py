@@ -24,6 +24,7 @@ ATTENTION_BACKENDS = ("sdpa", "manual", "flex")
 POSITIONS = ("learned", "rope", "none")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu_exact", "relu2", "swiglu")
+PARAMETRIZATIONS = ("sp", "mup")
 
 
 class ModelConfigError(GptlabError, ValueError):
@@ -63,6 +64,28 @@ class AttentionConfig:
     document_mask: bool = False
 
 
+@dataclass
+class MupConfig:
+    """The options of ``parametrization=mup`` (the rules are in ``parametrization.py``).
+
+    base_width: the width (``n_embd``) whose hyper-parameters were tuned, the proxy's;
+        ``None`` means the model's own width (width multiplier 1: then µP is the
+        standard parametrization, apart from the zero-init options).
+    input_mult: multiplies the embedding output (token + learned positions).
+    output_mult: multiplies the logits, on top of the 1/width-multiplier µP gives them.
+    zero_readout: the head starts at zero (Tensor Programs V's advice; needs untied
+        embeddings, or the token embedding would start at zero too).
+    zero_query: the query part of every ``c_attn`` starts at zero (so attention starts
+        uniform, whatever the width).
+    """
+
+    base_width: int | None = None
+    input_mult: float = 1.0
+    output_mult: float = 1.0
+    zero_readout: bool = False
+    zero_query: bool = False
+
+
 # Keys older checkpoints carry that are no longer the model's: ``compile`` is now trainer.compile.
 RETIRED_KEYS = ("compile",)
 
@@ -88,6 +111,11 @@ class GPTConfig:
         starts as the identity (modded-nanogpt, nanochat).
     unet_skips: the outputs of the first ``n_layer // 2`` blocks are added, with learned
         weights starting at 1, to the inputs of their mirrored last blocks (modded-nanogpt).
+
+    parametrization: ``"sp"`` (the standard one, GPT-2's init and one lr for all) or
+        ``"mup"`` (µP, Tensor Programs V: init, lr and multipliers scaled with the width
+        so a small proxy's tuned settings hold when the model is widened; options in
+        ``mup``, rules in ``parametrization.py``).
     """
 
     vocab_size: int = 50257
@@ -114,10 +142,14 @@ class GPTConfig:
     x0_shortcut: bool = False
     zero_init_proj: bool = False
     unet_skips: bool = False
+    parametrization: str = "sp"
+    mup: MupConfig = field(default_factory=MupConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.attention, Mapping):
             self.attention = _build(AttentionConfig, self.attention, "model.attention")
+        if isinstance(self.mup, Mapping):
+            self.mup = _build(MupConfig, self.mup, "model.mup")
         self.validate()
 
     # ----------------------------------------------------------------- derived sizes
@@ -244,6 +276,10 @@ class GPTConfig:
             )
         self._validate_windows()
         self._validate_value_embeds()
+        _choice("model.parametrization", self.parametrization, PARAMETRIZATIONS)
+        from gptlab.model.parametrization import validate_mup  # torch-free, as this file
+
+        validate_mup(self)
         if not isinstance(self.pad_vocab_multiple, int) or self.pad_vocab_multiple < 1:
             raise ModelConfigError(
                 f"model.pad_vocab_multiple={self.pad_vocab_multiple!r} must be a positive "
@@ -343,4 +379,8 @@ def _build(cls: type, d: Mapping[str, Any], prefix: str) -> Any:
         kwargs["attention"] = _build(AttentionConfig, kwargs["attention"], "model.attention")
     elif "attention" in kwargs and kwargs["attention"] is None:
         kwargs.pop("attention")
+    if cls is GPTConfig and kwargs.get("mup") is not None:
+        kwargs["mup"] = _build(MupConfig, kwargs["mup"], "model.mup")
+    elif "mup" in kwargs:
+        kwargs.pop("mup")
     return cls(**kwargs)

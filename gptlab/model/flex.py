@@ -67,8 +67,13 @@ def _kernel(device_type: str) -> Callable[..., torch.Tensor]:
     return flex_attention
 
 
-def flex_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any) -> torch.Tensor:
-    """Attention of q (B, H, T, D) over k, v (B, H_kv, T, D) under the ``BlockMask``."""
+def flex_attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any, scale: float | None = None
+) -> torch.Tensor:
+    """Attention of q (B, H, T, D) over k, v (B, H_kv, T, D) under the ``BlockMask``.
+
+    ``scale`` multiplies the scores (``None``: 1/√d; µP passes its own).
+    """
     if q.device.type != "cuda" and torch.is_grad_enabled() and q.requires_grad:
         from gptlab.model.config import ModelConfigError
 
@@ -77,4 +82,4 @@ def flex_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any) ->
             "no CPU backward; use model.attention.backend=sdpa (the same masks, dense)"
         )
     kernel = _kernel(q.device.type)
-    return kernel(q, k, v, block_mask=mask, enable_gqa=q.size(1) != k.size(1))
+    return kernel(q, k, v, block_mask=mask, enable_gqa=q.size(1) != k.size(1), scale=scale)

@@ -42,6 +42,7 @@ from gptlab.model.flex import block_mask, flex_available
 from gptlab.model.kv_cache import KVCache
 from gptlab.model.layers import make_mlp, make_norm, rope_tables
 from gptlab.model.masks import LayerMask, layer_masks
+from gptlab.model.parametrization import apply_mup_init, input_multiplier, logit_multiplier
 
 
 def _fast_path_available() -> bool:
@@ -145,6 +146,12 @@ class GPT(nn.Module):
                     nn.init.zeros_(p)
             elif name.endswith("ve_gate.weight"):
                 nn.init.zeros_(p)  # the gate starts at exactly 1
+        # µP (parametrization.py): rescale the init and multiply embeddings and logits;
+        # under sp both multipliers are 1 and skipped, so sp is untouched bit for bit.
+        self.input_mult = input_multiplier(config)
+        self.logit_mult = logit_multiplier(config)
+        if config.parametrization == "mup":
+            apply_mup_init(self)
 
     def _add_switch_parameters(self, config: GPTConfig) -> None:
         """The extra tables and scalars the speed-record switches learn."""
@@ -221,6 +228,8 @@ class GPT(nn.Module):
         x = self._wte(idx)  # token embeddings (B, T, n_embd)
         if self.config.position == "learned":
             x = x + self._position_embeddings(start, T, position_ids)  # + (T, n_embd)
+        if self.input_mult != 1.0:  # µP's embedding multiplier
+            x = x * self.input_mult
         rope = self._rope(start, T, position_ids)  # rotary cos/sin (T, head_size/2), or None
         x = self.transformer["drop"](x)  # (B, T, n_embd)
         masks = self._layer_masks(B, T, start, attention_mask, document_ids)  # one per layer
@@ -375,6 +384,8 @@ class GPT(nn.Module):
         # Score only the real vocabulary rows: the padding rows can never be predicted or
         # sampled, and the logits come out contiguous (no slice-copy before the loss).
         logits = F.linear(x, self.lm_head.weight[: self.config.vocab_size])
+        if self.logit_mult != 1.0:  # µP: output_mult / width multiplier
+            logits = logits * self.logit_mult
         if cap is not None:  # Gemma 2: keep logits in (-cap, cap)
             logits = cap * torch.tanh(logits / cap)
         return logits

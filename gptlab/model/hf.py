@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from gptlab.model.config import GPTConfig, ModelConfigError
+from gptlab.model.parametrization import sp_state_dict
 from gptlab.utils.checksum import tensors_sha256
 from gptlab.utils.io import atomic_write_bytes, atomic_write_text
 
@@ -150,7 +151,9 @@ def save_hf(model: GPT, path: str | Path) -> None:
     multi-head attention, no soft-caps, windows, value embeddings, x0 shortcut or U-net
     skips. A model without biases is written with zero biases, which computes the same
     function; ``zero_init_proj`` and ``attention.document_mask`` change training only,
-    so they export.
+    so they export. A µP model exports with its multipliers folded into the weights
+    (``parametrization.sp_state_dict``); a tied one whose embedding and logit
+    multipliers differ cannot be folded and is refused.
     """
     cfg = model.config
     a = cfg.attention
@@ -180,7 +183,7 @@ def save_hf(model: GPT, path: str | Path) -> None:
     path = Path(path)
     V = cfg.vocab_size
     tensors: dict[str, torch.Tensor] = {}
-    for name, param in model.state_dict().items():
+    for name, param in sp_state_dict(model).items():  # µP's multipliers folded in
         if name == "lm_head.weight" and cfg.tie_embeddings:
             continue  # HF re-ties it from wte
         value = param.detach().to("cpu", torch.float32)

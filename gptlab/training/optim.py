@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from gptlab.errors import ConfigError
+from gptlab.model.parametrization import lr_multipliers
 from gptlab.training.muon import CautiousAdamW, Muon
 
 
@@ -98,6 +99,32 @@ def kind_groups(
     return groups
 
 
+def mup_groups(groups: list[dict], model: nn.Module, rule: str, lr: float) -> list[dict]:
+    """Split each group by its parameters' µP lr factor and set each part's ``lr``.
+
+    ``rule`` is ``adam``, ``sgd`` or ``muon`` (``gptlab.model.parametrization`` states
+    each). A part's lr is its group's (or ``lr``) times the factor, so a ``LambdaLR``
+    schedule, which multiplies every group's initial lr by one factor, keeps the ratios.
+    For an sp model (or factors all 1) the groups come back unchanged, bit for bit.
+    """
+    factors = lr_multipliers(model, rule)
+    if all(f == 1.0 for f in factors.values()):
+        return groups
+    split: list[dict] = []
+    for group in groups:
+        parts: dict[float, list[torch.Tensor]] = {}
+        for p in group["params"]:
+            parts.setdefault(factors.get(id(p), 1.0), []).append(p)
+        if not parts:
+            split.append(group)
+        for factor, params in parts.items():
+            part = {**group, "params": params}
+            if factor != 1.0:
+                part["lr"] = group.get("lr", lr) * factor
+            split.append(part)
+    return split
+
+
 def _cautious(groups: list[dict], wd_decay_steps: int | None) -> None:
     """Mark AdamW groups for cautious decay (the keys CautiousAdamW reads)."""
     for group in groups:
@@ -162,6 +189,7 @@ def adamw(
     else:
         params = [p for p in model.parameters() if p.requires_grad]
         groups = kind_groups(model, params, weight_decay, lr, head_lr, embedding_lr)
+    groups = mup_groups(groups, model, "adam", lr)
     all_params = [p for g in groups for p in g["params"]]
     use_fused = _fused_supported(all_params) if fused is None else fused
     if cautious_wd:
@@ -178,11 +206,13 @@ def sgd(
     nesterov: bool = True,
     **unknown,
 ) -> torch.optim.SGD:
-    """Plain SGD with momentum: the baseline every optimizer study needs."""
+    """Plain SGD with momentum: the baseline every optimizer study needs.
+
+    Under µP the groups follow µP's SGD rule (``gptlab.model.parametrization``).
+    """
     _refuse_unknown("sgd", unknown)
-    return torch.optim.SGD(
-        decay_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov
-    )
+    groups = mup_groups(decay_groups(model, weight_decay), model, "sgd", lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
@@ -197,7 +227,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     def __init__(
         self,
-        muon_params: list[torch.Tensor],
+        muon_params: list[torch.Tensor] | list[dict],
         adamw_groups: list[dict],
         lr: float,
         adam_lr: float,
@@ -211,7 +241,11 @@ class MuonWithAdamW(torch.optim.Optimizer):
         wd_decay_steps: int | None = None,
         ns_dtype: str = "auto",
     ) -> None:
-        dtype = newton_schulz_dtype(ns_dtype, muon_params)
+        # plain tensors, or groups with their own lr (µP's Muon rule)
+        muon_tensors = [
+            t for g in muon_params for t in (g["params"] if isinstance(g, dict) else [g])
+        ]
+        dtype = newton_schulz_dtype(ns_dtype, muon_tensors)
         if normuon or cautious_wd or dtype != torch.bfloat16:
             # gptlab's own step (same arithmetic as torch's with both switches off)
             self.muon = Muon(
@@ -238,7 +272,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
             _cautious(adamw_groups, wd_decay_steps)
             adamw_class = CautiousAdamW
         self.adamw = adamw_class(adamw_groups, lr=adam_lr, betas=tuple(betas), eps=eps)
-        all_params = list(muon_params) + [p for g in adamw_groups for p in g["params"]]
+        all_params = muon_tensors + [p for g in adamw_groups for p in g["params"]]
         super().__init__(all_params, {"lr": lr})
         self.param_groups = self.muon.param_groups + self.adamw.param_groups
 
@@ -301,6 +335,11 @@ def muon(
     ``normuon`` / ``cautious_wd`` switch on the variants of ``gptlab.training.muon``;
     ``head_lr`` / ``embedding_lr`` give the head / embeddings their own AdamW lr
     (``None``: ``adam_lr``). All off: ``torch.optim.Muon`` + AdamW, as before.
+
+    Under µP the Muon matrices' lr is multiplied by ``sqrt(base_max / max)`` (not
+    ``1/m``: Muon's shape-adjusted update already grows as sqrt(max(rows, cols)); the
+    reasoning is in ``gptlab.model.parametrization``) and the AdamW part follows µP's
+    Adam rule.
     """
     if not hasattr(torch.optim, "Muon"):
         raise RuntimeError(
@@ -317,8 +356,12 @@ def muon(
     hidden = [p for p in params if p.dim() == 2 and id(p) not in outside]
     rest = [p for p in params if id(p) not in {id(h) for h in hidden}]
     adamw_groups = kind_groups(model, rest, weight_decay, adam_lr, head_lr, embedding_lr)
+    adamw_groups = mup_groups(adamw_groups, model, "adam", adam_lr)
+    muon_groups: list[torch.Tensor] | list[dict] = hidden
+    if lr_multipliers(model, "muon"):
+        muon_groups = mup_groups([{"params": hidden}], model, "muon", lr)
     return MuonWithAdamW(
-        hidden,
+        muon_groups,
         adamw_groups,
         lr,
         adam_lr,
