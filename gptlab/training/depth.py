@@ -60,6 +60,7 @@ KNOBS = tuple(f.name for f in dataclasses.fields(DepthSettings))
 class Derived:
     """Every value ``derive`` computes, as printed at the start and saved in ``config.yaml``."""
 
+    block_size: int
     n_layer: int
     n_embd: int
     n_head: int
@@ -147,12 +148,8 @@ def derive(
     )
     ratio = batch / settings.ref_batch_tokens
     steps = int(given.get("trainer.max_steps", tokens // batch))
-    if steps < 1:
-        raise ConfigError(
-            f"model=scaled at depth {n_layer} (N={params:,}) trains on {tokens:,} tokens, less than one "
-            f"batch of {batch:,}; raise model.flops_budget or model.tokens_per_param, or use a smaller depth"
-        )
     return Derived(
+        block_size=block_size,
         n_layer=n_layer,
         n_embd=n_embd,
         n_head=n_head,
@@ -166,6 +163,23 @@ def derive(
         weight_decay_scale=math.sqrt(ratio) * ref_tokens / max(tokens, 1),
         max_steps=steps,
     )
+
+
+def check_derived(derived: Derived) -> None:
+    """Refuse less than one batch of tokens, and a micro-batch that does not divide the batch."""
+    micro = derived.batch_size * derived.block_size
+    if derived.batch_tokens % micro:
+        raise ConfigError(
+            f"model=scaled derives a batch of {derived.batch_tokens:,} tokens, which data.batch_size="
+            f"{derived.batch_size} x data.block_size={derived.block_size} does not divide; leave "
+            "data.batch_size unset (it is derived) or give data.global_batch_tokens yourself"
+        )
+    if derived.max_steps < 1:
+        raise ConfigError(
+            f"model=scaled at depth {derived.n_layer} (N={derived.params:,}) trains on "
+            f"{derived.tokens:,} tokens, less than one batch of {derived.batch_tokens:,}; raise "
+            "model.flops_budget or model.tokens_per_param, or use a smaller depth"
+        )
 
 
 def _config(model: Mapping[str, Any], n_layer: int, n_embd: int, n_head: int) -> GPTConfig:
@@ -191,6 +205,20 @@ def is_scaled(cfg: Any) -> bool:
     return "depth" in (cfg.get("model") or {})
 
 
+def derive_from_config(
+    cfg: Any, overrides: list[str] | None = None
+) -> tuple[DepthSettings, Derived, set[str]]:
+    """``derive`` on a composed ``model=scaled`` config; also the settings and the keys ``overrides`` set."""
+    from omegaconf import OmegaConf
+
+    model: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
+    settings = DepthSettings(**{k: model[k] for k in KNOBS if k in model})
+    explicit = {o.split("=", 1)[0].lstrip("+~") for o in overrides or []}
+    given = {key: OmegaConf.select(cfg, key) for key in explicit}
+    given = {key: value for key, value in given.items() if value is not None}
+    return settings, derive(settings, model, int(cfg.data.batch_size), given), explicit
+
+
 def apply_depth(cfg: Any, overrides: list[str] | None = None) -> Derived | None:
     """Write ``derive``'s values into the composed ``cfg``; ``None`` when it is not ``model=scaled``.
 
@@ -202,15 +230,9 @@ def apply_depth(cfg: Any, overrides: list[str] | None = None) -> Derived | None:
 
     if not is_scaled(cfg):
         return None
+    settings, derived, explicit = derive_from_config(cfg, overrides)
+    check_derived(derived)
     model: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
-    settings = DepthSettings(**{k: model[k] for k in KNOBS if k in model})
-    explicit = {o.split("=", 1)[0].lstrip("+~") for o in overrides or []}
-    given = {
-        key: OmegaConf.select(cfg, key)
-        for key in explicit
-        if OmegaConf.select(cfg, key) is not None
-    }
-    derived = derive(settings, model, int(cfg.data.batch_size), given)
     values: dict[str, Any] = {
         "model.n_layer": derived.n_layer,
         "model.n_embd": derived.n_embd,
