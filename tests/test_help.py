@@ -6,7 +6,7 @@ the search path, ``model/schema`` included), so these tests hold each list to th
 configs: every group the entry point composes is listed with a one-line description,
 every option file of each group is listed, and nothing else is (``schema``, the typed
 base every model preset starts from, is no option). Three pages are checked through a
-real ``--help`` subprocess; all six through the composed template, which is cheaper.
+real ``--help`` subprocess; all seven through the composed template, which is cheaper.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 import gptlab  # noqa: F401  (importing it registers model/schema with Hydra, as the CLI does)
 from tests.conftest import CONF_DIR, REPO
 
-HYDRA_ENTRY_POINTS = ["train", "evaluate", "generate", "prepare", "tokenize", "export"]
+HYDRA_ENTRY_POINTS = ["train", "evaluate", "generate", "prepare", "tokenize", "export", "coordcheck"]
 # Groups an entry point composes that have no option to list: local is a git-ignored
 # file of one's own (the train page names it in a sentence).
 UNLISTED = {"local"}

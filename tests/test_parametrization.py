@@ -346,3 +346,23 @@ def test_mup_checkpoint_round_trips_through_training(tmp_path):
     x = torch.tensor([loaded.tokenizer.encode("The cat")])
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), module.model.eval()(x))
+
+
+@pytest.mark.parametrize("parametrization", ["sp", "mup"])
+def test_attention_scores_are_the_ones_attention_uses(parametrization):
+    """``CausalSelfAttention.scores`` (read by the coordinate check) is what the backends softmax."""
+    model = build(
+        n_embd=64,
+        parametrization=parametrization,
+        mup={"base_width": 32},
+        position="rope",
+        attention={"n_kv_head": 2},
+    )
+    attn = model.transformer.h[0].attn
+    x = torch.randn(2, 16, 64, generator=torch.Generator().manual_seed(2))
+    rope = (model.rope_cos[:16], model.rope_sin[:16])
+    s = attn.scores(x, rope)
+    s = s.masked_fill(~torch.ones(16, 16, dtype=torch.bool).tril(), float("-inf"))
+    _, _, v = attn.heads(x, rope)
+    y = (s.softmax(-1) @ v.repeat_interleave(2, dim=1)).transpose(1, 2).reshape(2, 16, 64)
+    torch.testing.assert_close(attn.c_proj(y), attn(x, rope), rtol=1e-5, atol=1e-6)

@@ -187,6 +187,45 @@ class CausalSelfAttention(nn.Module):
         channels = min(VALUE_GATE_CHANNELS, config.n_embd)
         self.ve_gate = nn.Linear(channels, self.n_kv_head, bias=False) if gated else None
 
+    def heads(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        value_embed: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, H, T, D), keys and values (B, H_kv, T, D) of ``x``, normed and rotated."""
+        B, T, _ = x.shape
+        H, H_kv, D = self.n_head, self.n_kv_head, self.head_size
+        q, k, v = self.c_attn(x).split([H * D, H_kv * D, H_kv * D], dim=-1)
+        if value_embed is not None:
+            if self.ve_gate is not None:  # (B, T, H_kv) in (0, 2); exactly 1 at zero init
+                gate = 2 * torch.sigmoid(self.ve_gate(x[..., : self.ve_gate.in_features]))
+                value_embed = (value_embed.view(B, T, H_kv, D) * gate[..., None]).flatten(2)
+            v = v + value_embed
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, H_kv, D).transpose(1, 2)  # (B, H_kv, T, D)
+        v = v.view(B, T, H_kv, D).transpose(1, 2)
+        if self.q_norm is not None and self.k_norm is not None:  # both or neither
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return q, k, v
+
+    def scores(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """The scaled attention scores ``scale · q kᵀ`` (B, H, T, T), before mask and soft-cap.
+
+        The backends never return them (sdpa never even stores them); the coordinate
+        check (``gptlab.coordcheck``) reads their size, which µP's 1/d scale keeps
+        width-independent.
+        """
+        q, k, _ = self.heads(x, rope)
+        n_rep = q.size(1) // k.size(1)
+        k = k.repeat_interleave(n_rep, dim=1) if n_rep > 1 else k
+        scale = 1.0 / math.sqrt(q.size(-1)) if self.scale is None else self.scale
+        return (q @ k.transpose(-2, -1)) * scale
+
     def forward(
         self,
         x: torch.Tensor,
@@ -202,20 +241,7 @@ class CausalSelfAttention(nn.Module):
         the layer has a gate).
         """
         B, T, C = x.shape
-        H, H_kv, D = self.n_head, self.n_kv_head, self.head_size
-        q, k, v = self.c_attn(x).split([H * D, H_kv * D, H_kv * D], dim=-1)
-        if value_embed is not None:
-            if self.ve_gate is not None:  # (B, T, H_kv) in (0, 2); exactly 1 at zero init
-                gate = 2 * torch.sigmoid(self.ve_gate(x[..., : self.ve_gate.in_features]))
-                value_embed = (value_embed.view(B, T, H_kv, D) * gate[..., None]).flatten(2)
-            v = v + value_embed
-        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, H_kv, D).transpose(1, 2)  # (B, H_kv, T, D)
-        v = v.view(B, T, H_kv, D).transpose(1, 2)
-        if self.q_norm is not None and self.k_norm is not None:  # both or neither
-            q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = self.heads(x, rope, value_embed)
         if kv_cache is not None:  # append this step's keys/values, attend over all so far
             k, v = kv_cache.update(self.layer_idx, k, v)
         dropout_p = self.dropout if self.training else 0.0
