@@ -24,7 +24,15 @@ from omegaconf import OmegaConf
 import gptlab  # noqa: F401  (importing it registers model/schema with Hydra, as the CLI does)
 from tests.conftest import CONF_DIR, REPO
 
-HYDRA_ENTRY_POINTS = ["train", "evaluate", "generate", "prepare", "tokenize", "export", "coordcheck"]
+HYDRA_ENTRY_POINTS = [
+    "train",
+    "evaluate",
+    "generate",
+    "prepare",
+    "tokenize",
+    "export",
+    "coordcheck",
+]
 # Groups an entry point composes that have no option to list: local is a git-ignored
 # file of one's own (the train page names it in a sentence).
 UNLISTED = {"local"}

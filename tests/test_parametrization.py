@@ -74,7 +74,7 @@ def test_mup_at_its_base_width_is_sp_bit_for_bit(variant):
     for name, p in sp_model.state_dict().items():
         assert torch.equal(p, mup_model.state_dict()[name]), name
     x = tokens()
-    torch.testing.assert_close(mup_model(x), sp_model(x), rtol=0, atol=1e-6)
+    assert torch.equal(mup_model(x), sp_model(x))
     # ... and so are its optimizer groups
     for make in (adamw, sgd):
         a, b = make(sp_model, lr=0.01), make(mup_model, lr=0.01)
@@ -320,6 +320,7 @@ def test_hf_export_of_a_tied_model_needs_equal_multipliers(tmp_path):
 
 def test_mup_checkpoint_round_trips_through_training(tmp_path):
     from gptlab.checkpoint import load_model
+    from gptlab.export import export
     from gptlab.train import train
     from gptlab.training.module import GPTLightningModule
     from tests.conftest import TINY_OVERRIDES, compose_train
@@ -342,10 +343,12 @@ def test_mup_checkpoint_round_trips_through_training(tmp_path):
     module = GPTLightningModule.load_from_checkpoint(ckpt, map_location="cpu")
     assert module.model.config.parametrization == "mup"
     assert module.model.config.mup.base_width == 64 and module.model.logit_mult == 1.0
-    loaded = load_model(ckpt)
+    loaded, exported = load_model(ckpt), load_model(export(ckpt))
+    assert exported.model.config == module.model.config
     x = torch.tensor([loaded.tokenizer.encode("The cat")])
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), module.model.eval()(x))
+        assert torch.equal(exported.model(x), loaded.model(x))
 
 
 @pytest.mark.parametrize("parametrization", ["sp", "mup"])

@@ -2,7 +2,8 @@
 
 Read in this order: ``config.py`` (what can be configured), ``layers.py`` (norms, MLPs,
 rotary positions), ``attention.py``, ``kv_cache.py``, ``gpt.py``, then ``hf.py`` for
-Hugging Face GPT-2 weights.
+Hugging Face GPT-2 weights; ``parametrization.py`` holds how init, learning rates and
+multipliers scale with width (sp, µP).
 
 ``config.py`` is torch-free and imported at once; the modules with tensors are imported
 on first use of their names, so that reading a model config (Hydra's ``model`` schema is

@@ -175,7 +175,7 @@ def logit_multiplier(cfg: GPTConfig) -> float:
 
 
 def attention_scale(cfg: GPTConfig) -> float | None:
-    """The attention scores' scale: ``None`` (the backends' 1/√d) under sp, √d_base/d under µP.
+    """The attention scores' scale: ``None`` (the backends' 1/√d) under sp and at the base width, else √d_base/d.
 
     Under µP queries and keys become correlated during training, so q·k grows like d,
     not √d; 1/d keeps the scores of order one. The constant √d_base makes the scale
@@ -184,6 +184,8 @@ def attention_scale(cfg: GPTConfig) -> float | None:
     if cfg.parametrization != "mup":
         return None
     base_head = base_width(cfg) // cfg.n_head
+    if base_head == cfg.head_size:  # the base width: sp's scale, computed as sp computes it
+        return None
     return math.sqrt(base_head) / cfg.head_size
 
 
@@ -319,8 +321,7 @@ def sp_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             "model.tie_embeddings=false"
         )
     scale = attention_scale(cfg)
-    assert scale is not None
-    q_factor = scale * math.sqrt(cfg.head_size)  # sp's forward applies 1/√d
+    q_factor = 1.0 if scale is None else scale * math.sqrt(cfg.head_size)  # sp applies 1/√d
     q_rows = cfg.n_head * cfg.head_size
     qk_norm = cfg.attention.qk_norm  # then the query's norm gain carries the factor
     for name in list(state):
