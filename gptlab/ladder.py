@@ -63,18 +63,20 @@ def train_overrides(options: dict[str, Any], given: list[str]) -> list[str]:
     return merge_overrides(["model=scaled", *base], given)
 
 
-def plan(options: dict[str, Any], overrides: list[str]) -> list[str]:
+def plan(options: dict[str, Any], overrides: list[str]) -> tuple[list[str], list[Any]]:
     """One line per (budget, depth) with its N, tokens, batch and steps; refuses a budget too small.
 
     Each grid point is composed and derived exactly as ``train`` will (``derive_from_config``),
-    so the check cannot disagree with the runs.
+    so the check cannot disagree with the runs. Returns the lines and ``(C, depth, Derived,
+    (warmup, decay_fraction) or None)`` per point.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from gptlab.training import wsd_branch
     from gptlab.training.depth import check_derived, derive_from_config
 
-    lines = []
+    lines, points = [], []
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG.parent), version_base="1.3"):
         for c in options["budgets"]:
@@ -83,25 +85,76 @@ def plan(options: dict[str, Any], overrides: list[str]) -> list[str]:
                 cfg = compose("train", overrides=[o for o in point if not o.startswith("hydra")])
                 _, d, _ = derive_from_config(cfg, point)
                 if d.max_steps < 1:
-                    raise ConfigError(
-                        f"budget {c:.3g} FLOPs is too small for depth {depth} (N={d.params:,}) to take one "
-                        f"step of {d.batch_tokens:,} tokens (that needs C >= 6 N B = {6 * d.params * d.batch_tokens:.3g}); "
-                        "raise the budget or drop the depth"
-                    )
+                    raise ConfigError(too_small(c, depth, d.params, d.batch_tokens))
                 check_derived(d)
+                schedule = wsd_branch._wsd(cfg) if options.get("wsd") else None
+                points.append((c, depth, d, schedule))
                 lines.append(
                     f"C={c:.3g} depth={depth}: N={d.params:,} D={d.tokens:,} tokens, "
                     f"B={d.batch_tokens:,}, {d.max_steps:,} steps"
                 )
     GlobalHydra.instance().clear()
+    return lines, points
+
+
+def too_small(c: float, depth: int, params: int, batch: int) -> str:
+    return (
+        f"budget {c:.3g} FLOPs is too small for depth {depth} (N={params:,}) to take one "
+        f"step of {batch:,} tokens (that needs C >= 6 N B = {6 * params * batch:.3g}); "
+        "raise the budget or drop the depth"
+    )
+
+
+def wsd_plan(options: dict[str, Any], points: list[Any]) -> list[str]:
+    """WSD mode: each depth's smaller budgets as decays off its largest budget's run; the saving.
+
+    Refuses a smaller budget that takes no step at the largest budget's batch. The saving
+    is counted in tokens trained (a step's cost at one depth is the same for every budget).
+    """
+    from gptlab.training.wsd_branch import decay_start, steps_at
+
+    top = max(options["budgets"])
+    full = branched = 0
+    lines = []
+    for c, depth, d, (warmup, fraction) in points:
+        if c != top:
+            continue
+        full += d.max_steps * d.batch_tokens
+        branched += d.max_steps * d.batch_tokens
+        for small in options["budgets"]:
+            if small == top:
+                continue
+            steps = steps_at(small, d.params, d.batch_tokens)
+            if steps < 1:
+                raise ConfigError(too_small(small, depth, d.params, d.batch_tokens))
+            start = decay_start(steps, warmup, fraction)
+            if start >= steps:
+                raise ConfigError(
+                    f"budget {small:.3g} FLOPs gives depth {depth} {steps} steps at the largest budget's "
+                    f"batch of {d.batch_tokens:,} tokens, no more than the {warmup} warm-up steps, so "
+                    "there is nothing to decay; raise the budget or scheduler.warmup_steps lower"
+                )
+            full += steps * d.batch_tokens
+            branched += (steps - start) * d.batch_tokens
+            lines.append(
+                f"C={small:.3g} depth={depth}: a decay from step {start:,} to {steps:,} (B={d.batch_tokens:,})"
+            )
+    runs = len(options["depths"]) * len(options["seeds"])
+    lines.append(
+        f"WSD branching: {runs * len(options['budgets'])} runs become {runs} stable runs and "
+        f"{runs * (len(options['budgets']) - 1)} decays, {branched / full:.0%} of the tokens "
+        f"(saves {1 - branched / full:.0%})"
+    )
     return lines
 
 
-def launch(options: dict[str, Any], overrides: list[str], sweep: Path) -> int:
+def launch(
+    options: dict[str, Any], overrides: list[str], sweep: Path, budgets: list[float] | None = None
+) -> int:
     """One ``python -m gptlab.train --multirun`` over every (budget, depth, seed); its exit status."""
     grid = [
         f"model.depth={','.join(str(d) for d in options['depths'])}",
-        f"model.flops_budget={','.join(repr(c) for c in options['budgets'])}",
+        f"model.flops_budget={','.join(repr(c) for c in budgets or options['budgets'])}",
         f"seed={','.join(str(s) for s in options['seeds'])}",
         f"hydra.sweep.dir={sweep}",
     ]
@@ -134,14 +187,27 @@ def ladder(argv: list[str]) -> tuple[LadderFit, str]:
     if options.get("fit"):
         return fit_sweep(options, Path(str(options["fit"])).expanduser().absolute())
     overrides = train_overrides(options, given)
-    lines = plan(options, overrides)
+    lines, points = plan(options, overrides)
+    if options.get("wsd"):
+        lines = [line for line in lines if line.startswith(f"C={max(options['budgets']):.3g} ")]
+        lines += wsd_plan(options, points)
     print("\n".join(["gptlab: the ladder", *lines]), flush=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
     sweep = Path(str(options.get("sweep_dir") or f"outputs/ladder/{stamp}")).expanduser().absolute()
-    if launch(options, overrides, sweep) != 0:
-        raise GptlabError(
-            f"the ladder's multirun failed (see above); fit what finished with fit={sweep}"
-        )
+    if options.get("wsd"):
+        top, rest = options["budgets"][-1], options["budgets"][:-1]
+        branches = f"model.wsd_branches=[{','.join(repr(c) for c in rest)}]"
+        phases = [
+            ([*overrides, branches], sweep / "stable", [top]),
+            ([*overrides, f"model.wsd_from={sweep / 'stable'}"], sweep / "branches", rest),
+        ]
+    else:
+        phases = [(overrides, sweep, options["budgets"])]
+    for phase_overrides, folder, budgets in phases:
+        if launch(options, phase_overrides, folder, budgets) != 0:
+            raise GptlabError(
+                f"the ladder's multirun failed (see above); fit what finished with fit={sweep}"
+            )
     return fit_sweep(options, sweep)
 
 

@@ -7,6 +7,7 @@
 #
 #   bash experiments/ladder/run.sh                 # from the repository root
 #   SEEDS=[0] bash experiments/ladder/run.sh       # one seed: about a third of the time
+#   WSD=true bash experiments/ladder/run.sh        # smaller budgets as decays off one stable run
 #
 # Estimated from 30-step timings on a loaded machine (~200k tokens/s at depth 1, ~20k at
 # depth 4, one thread): ~15 min for depth 1's 12 runs, ~10 min for the other 36 side by
@@ -17,11 +18,12 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PY=${PYTHON:-python}
 RUNS=${RUNS:-$ROOT/outputs/ladder/cpu}  # outputs/ is git-ignored
 SEEDS=${SEEDS:-[0,1,2]}
+WSD=${WSD:-false}
 DATA=${DATA:-$ROOT/../shared/data/tinyshakespeare.txt}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 COMMON=(
-  "budgets=[1e11,3e11,1e12,3e12]" holdout=3e12 "seeds=$SEEDS" metric=val/bpb
+  "budgets=[1e11,3e11,1e12,3e12]" holdout=3e12 "seeds=$SEEDS" metric=val/bpb "wsd=$WSD"
   data=shakespeare "data.path=$DATA" data.val_tokens=65536
   model.aspect_ratio=32 model.head_dim=32 model.block_size=128
   model.ref_depth=4 model.ref_batch_tokens=2048 optimizer.lr=3e-3

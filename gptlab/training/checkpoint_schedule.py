@@ -46,6 +46,7 @@ class CheckpointSchedule(L.Callback):
         filename: str = "step{step:06d}",
         monitor: str | None = "val/loss",
         mode: str = "min",
+        at_steps: list[int] | None = None,
     ) -> None:
         for name, value in (("every_n_steps", every_n_steps), ("keep_last", keep_last)):
             if value is not None and (
@@ -54,6 +55,10 @@ class CheckpointSchedule(L.Callback):
                 raise ConfigError(
                     f"checkpoint.{name}={value!r} must be a positive integer (or null)"
                 )
+        if any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in at_steps or ()):
+            raise ConfigError(
+                f"callbacks.model_checkpoint.at_steps={at_steps!r} must be a list of positive steps"
+            )
         if mode not in ("min", "max"):
             raise ConfigError(f"callbacks.model_checkpoint.mode={mode!r} must be min or max")
         name = filename.format(step=0)
@@ -68,6 +73,9 @@ class CheckpointSchedule(L.Callback):
         self.filename = filename
         self.monitor = monitor
         self.mode = mode
+        # Steps saved whatever every_n_steps says and never pruned: the points another run
+        # branches from (the ladder's warm-up/stable/decay branches, gptlab/training/wsd_branch.py).
+        self.at_steps = frozenset(at_steps or ())
         self.saved: dict[str, float] = {}  # file name -> score (inf: none), in save order
         self._pending: str | None = None  # a checkpoint taken by save, not yet written
         self._saved_step = -1
@@ -116,7 +124,8 @@ class CheckpointSchedule(L.Callback):
         batch_idx: int,
     ) -> None:
         step = trainer.global_step
-        if self.every_n_steps and step > self._saved_step and step % self.every_n_steps == 0:
+        due = bool(self.every_n_steps) and step % (self.every_n_steps or 1) == 0
+        if step > self._saved_step and (due or step in self.at_steps):
             self.save(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -208,6 +217,7 @@ class CheckpointSchedule(L.Callback):
             return
         names = list(self.saved)
         keep = set(names[-self.keep_last :])
+        keep.update(self.filename.format(step=s) + ".ckpt" for s in self.at_steps)
         if self.best_name:
             keep.add(self.best_name)
         for name in names:

@@ -51,6 +51,10 @@ class DepthSettings:
     flops_budget: float | None = None
     ref_depth: int = 4
     ref_batch_tokens: int = 8192
+    # Warm-up/stable/decay branches (gptlab/training/wsd_branch.py): the smaller budgets a
+    # stable run keeps checkpoints for, or the stable runs' sweep a branch starts from.
+    wsd_branches: list[float] | None = None
+    wsd_from: str | None = None
 
 
 KNOBS = tuple(f.name for f in dataclasses.fields(DepthSettings))
@@ -216,6 +220,11 @@ def derive_from_config(
     explicit = {o.split("=", 1)[0].lstrip("+~") for o in overrides or []}
     given = {key: OmegaConf.select(cfg, key) for key in explicit}
     given = {key: value for key, value in given.items() if value is not None}
+    if settings.wsd_from:  # a branch keeps its stable run's batch
+        from gptlab.training.wsd_branch import stable_values
+
+        _, shared = stable_values(cfg, settings.wsd_from, settings.depth)
+        given = {**{k: v for k, v in shared.items() if k.startswith("data.")}, **given}
     return settings, derive(settings, model, int(cfg.data.batch_size), given), explicit
 
 
@@ -248,6 +257,10 @@ def apply_depth(cfg: Any, overrides: list[str] | None = None) -> Derived | None:
         values["optimizer.weight_decay"] = (
             float(cfg.optimizer.weight_decay) * derived.weight_decay_scale
         )
+    if settings.wsd_from or settings.wsd_branches:
+        from gptlab.training.wsd_branch import branch_values
+
+        values.update(branch_values(cfg, settings, derived))
     shape_only = {k: v for k, v in model.items() if k not in KNOBS}
     with open_dict(cfg):
         cfg.model = OmegaConf.create(shape_only)

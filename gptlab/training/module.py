@@ -226,7 +226,17 @@ class GPTLightningModule(L.LightningModule):
         return getattr(trainer, "datamodule", None) if trainer is not None else None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Continue the data stream where the checkpoint stopped (the loaders are built after this)."""
+        """Continue the data stream where the checkpoint stopped (the loaders are built after this).
+
+        The lr schedule's shape (warm-up, total steps, decay start) is today's config; the
+        checkpoint gives only its position and base lrs. torch's LambdaLR would otherwise
+        copy the saved schedule object's fields over today's: a resume with its own config
+        is unchanged either way, but a run branched from another's checkpoint with its own
+        decay (the ladder's warm-up/stable/decay branches) would silently keep the old one.
+        """
+        for scheduler in checkpoint.get("lr_schedulers") or []:
+            if isinstance(scheduler, dict) and "lr_lambdas" in scheduler:
+                scheduler["lr_lambdas"] = [None] * len(scheduler["lr_lambdas"])
         trainer = self._attached_trainer()
         state = checkpoint.get("gptlab") or {}
         self._wall_time_before = float(state.get("wall_time", 0.0))
