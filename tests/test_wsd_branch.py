@@ -84,6 +84,20 @@ def test_each_smaller_budget_is_a_decay_off_the_stable_run(sweep):
     assert len(fit["points"]) == 4 and {p["budget"] for p in fit["points"]} == {3e8, 1e9}
 
 
+@pytest.mark.slow
+def test_a_branch_resumes_from_its_own_checkpoints(sweep, tmp_path):
+    folder, _ = sweep
+    branch = sorted((folder / "branches").glob("[0-9]*"))[0]
+    overrides = yaml.safe_load((branch / ".hydra" / "overrides.yaml").read_text())
+    for resume, expected in ((str(branch), None), ("auto", None)):
+        cfg = compose_train([*overrides, f"resume={resume}"], branch)
+        apply_depth(cfg, [*overrides, f"resume={resume}"])
+        assert cfg.ckpt_path is expected and cfg.resume == resume
+    fresh = compose_train([*overrides, "resume=auto"], tmp_path / "new")
+    apply_depth(fresh, [*overrides, "resume=auto"])
+    assert fresh.ckpt_path.startswith(str(folder / "stable")) and fresh.resume is None
+
+
 def test_a_branch_without_its_stable_run_is_refused(tmp_path):
     overrides = ["model=scaled", "model.depth=1", "scheduler=wsd", f"model.wsd_from={tmp_path}"]
     cfg = compose_train(overrides, tmp_path / "run")

@@ -265,7 +265,9 @@ def apply_depth(cfg: Any, overrides: list[str] | None = None) -> Derived | None:
     with open_dict(cfg):
         cfg.model = OmegaConf.create(shape_only)
         for key, value in values.items():
-            if key not in explicit:
+            # resume=auto with nothing to resume is a fresh start, which a WSD branch makes
+            # from its stable run's checkpoint (wsd_branch.branch_values clears it then).
+            if key not in explicit or key == "resume":
                 OmegaConf.update(cfg, key, value, merge=False)
         cfg.scaled = {**dataclasses.asdict(settings), **dataclasses.asdict(derived)}
     return derived

@@ -102,7 +102,13 @@ def branch_values(cfg: Any, settings: Any, derived: Any) -> dict[str, Any]:
     if settings.wsd_from:
         run, shared = stable_values(cfg, settings.wsd_from, settings.depth)
         values.update(shared)
-        values["ckpt_path"] = branch_start(cfg, run, derived.max_steps)
+        # A branch that already has checkpoints of its own continues from them instead
+        # (resume=<its folder>, or resume=auto in a requeued job), like any run.
+        resume = cfg.get("resume")
+        own = Path(str(cfg.paths.output_dir)) / "checkpoints" / "last.ckpt"
+        if not resume or (resume == "auto" and not own.is_file()):
+            values["ckpt_path"] = branch_start(cfg, run, derived.max_steps)
+            values["resume"] = None
     return values
 
 
