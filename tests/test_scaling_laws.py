@@ -68,3 +68,13 @@ def test_a_single_budget_below_the_holdout_is_refused():
     points = synthetic(np.random.default_rng(0), budgets=BUDGETS[:2])
     with pytest.raises(CompareError, match="at least two budgets"):
         fit_ladder(points, holdout=BUDGETS[1])
+
+
+def test_the_held_out_prediction_interval_covers_the_true_loss_in_most_draws():
+    rng, held = np.random.default_rng(2), 2.56e14
+    truth = 6.0 * held**-0.05
+    fits = [
+        fit_ladder(synthetic(rng, budgets=[*BUDGETS, held]), held, samples=200, seed=i)
+        for i in range(50)
+    ]
+    assert sum(f.prediction.covers(truth) for f in fits) >= 38  # 45 of 50 when written
