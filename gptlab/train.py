@@ -43,6 +43,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, floa
     derived = apply_depth(cfg, overrides)
     if derived is not None and ddp_children.is_rank_zero():
         print(derived.describe(), flush=True)
+        if cfg.scaled.get("branch_of"):
+            print(
+                f"gptlab: a WSD branch, using its stable run's {dict(cfg.scaled.branch_of)}",
+                flush=True,
+            )
     target = runs.resume_target(cfg.get("resume"), cfg.get("ckpt_path"), cfg.paths.output_dir)
     with open_dict(cfg):
         cfg.paths.output_dir = str(target.folder)

@@ -59,6 +59,10 @@ def sweep(tmp_path_factory):
 def test_each_smaller_budget_is_a_decay_off_the_stable_run(sweep):
     folder, printed = sweep
     assert "WSD branching: 4 runs become 2 stable runs and 2 decays" in printed
+    assert (
+        printed.count("gptlab: a WSD branch, using its stable run's {'data.global_batch_tokens'")
+        == 2
+    )
     stable = {}
     for job in sorted((folder / "stable").glob("[0-9]*")):
         config = yaml.safe_load((job / "config.yaml").read_text())
@@ -73,6 +77,7 @@ def test_each_smaller_budget_is_a_decay_off_the_stable_run(sweep):
         for key in ("global_batch_tokens", "batch_size"):
             assert config["data"][key] == parent_config["data"][key]
         assert config["optimizer"] == parent_config["optimizer"]  # the same lr and weight decay
+        assert config["scaled"]["branch_of"]["ckpt_path"] == config["ckpt_path"]
         with open(job / "metrics.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         assert int(rows[0]["step"]) + 1 > start and any(r.get("val/loss") for r in rows)

@@ -270,4 +270,9 @@ def apply_depth(cfg: Any, overrides: list[str] | None = None) -> Derived | None:
             if key not in explicit or key == "resume":
                 OmegaConf.update(cfg, key, value, merge=False)
         cfg.scaled = {**dataclasses.asdict(settings), **dataclasses.asdict(derived)}
+        if settings.wsd_from:  # what the branch took from its stable run instead
+            from gptlab.training.wsd_branch import SHARED_KEYS
+
+            taken = (*SHARED_KEYS, "ckpt_path")
+            cfg.scaled.branch_of = {k: v for k, v in values.items() if k in taken}
     return derived
