@@ -19,11 +19,13 @@ PY=${PYTHON:-python}
 RUNS=${RUNS:-$ROOT/outputs/ladder/cpu}  # outputs/ is git-ignored
 SEEDS=${SEEDS:-[0,1,2]}
 WSD=${WSD:-false}
+BUDGETS=${BUDGETS:-[1e11,3e11,1e12,3e12]}  # the last one is held out
+HOLDOUT=${HOLDOUT:-3e12}
 DATA=${DATA:-$ROOT/../shared/data/tinyshakespeare.txt}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 COMMON=(
-  "budgets=[1e11,3e11,1e12,3e12]" holdout=3e12 "seeds=$SEEDS" metric=val/bpb "wsd=$WSD"
+  "budgets=$BUDGETS" "holdout=$HOLDOUT" "seeds=$SEEDS" metric=val/bpb "wsd=$WSD"
   data=shakespeare "data.path=$DATA" data.val_tokens=65536
   model.aspect_ratio=32 model.head_dim=32 model.block_size=128
   model.ref_depth=4 model.ref_batch_tokens=2048 optimizer.lr=3e-3
@@ -34,5 +36,5 @@ cd "$ROOT" && mkdir -p "$RUNS"
 first=$!
 "$PY" -m gptlab.ladder "${COMMON[@]}" "depths=[2,3,4]" "sweep_dir=$RUNS/depth2-4" > "$RUNS/depth2-4.log" 2>&1 || true
 wait "$first" || true  # each half's own fit has one half of the sizes and may refuse; the fit below has all
-"$PY" -m gptlab.ladder "fit=$RUNS" holdout=3e12 metric=val/bpb | tee "$ROOT/experiments/ladder/fit.txt"
+"$PY" -m gptlab.ladder "fit=$RUNS" "holdout=$HOLDOUT" metric=val/bpb | tee "$ROOT/experiments/ladder/fit.txt"
 cp "$RUNS/fit.json" "$RUNS/ladder.png" "$ROOT/experiments/ladder/"
