@@ -22,9 +22,11 @@ GPT2_COUNTS = {
 
 def load_preset(path: Path, vocab_size: int) -> GPTConfig:
     """The preset as Hydra composes it (its file on top of the typed model schema)."""
+    from gptlab.training.depth import apply_depth
     from tests.conftest import compose_train
 
     cfg = compose_train([f"model={path.stem}"], Path("/tmp/unused"))
+    apply_depth(cfg)  # model=scaled derives its shape from model.depth, as train() does
     d = OmegaConf.to_container(cfg.model, resolve=True)
     assert d["vocab_size"] is None, "presets leave vocab_size to the tokenizer"
     d["vocab_size"] = vocab_size
