@@ -441,6 +441,7 @@ def plot(results: dict[str, ParametrizationResult], path: Path) -> None:
     """transfer.png: loss against log2 lr, one curve per width, sp and µP side by side."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     axes = fig.subplots(1, len(PANELS), sharex=True, sharey=True, squeeze=False)[0]
@@ -459,6 +460,7 @@ def plot(results: dict[str, ParametrizationResult], path: Path) -> None:
     for ax, name in zip(axes, PANELS, strict=True):
         ax.set_title({"sp": "standard parametrization (sp)", "mup": "µP (base width 128)"}[name])
         ax.set_xlabel("log2 learning rate")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # the grid's exponents
         ax.grid(alpha=0.3)
         res = results.get(name)
         if res is None:
@@ -484,7 +486,9 @@ def plot(results: dict[str, ParametrizationResult], path: Path) -> None:
 
 
 # -------------------------------------------------------------------------------- main
-def report(patterns: Sequence[str], out_dir: Path, draws: int = BOOTSTRAP_DRAWS) -> dict:
+def report(
+    patterns: Sequence[str], out_dir: Path, draws: int = BOOTSTRAP_DRAWS
+) -> dict[str, ParametrizationResult]:
     """Read the runs, analyse them, write results.md and transfer.png into ``out_dir``."""
     study, missing, steps = read_study(patterns)
     results = analyse(study, draws)
