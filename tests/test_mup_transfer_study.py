@@ -182,3 +182,13 @@ def test_edge_of_the_grid_is_flagged() -> None:
     cells = {k: {1: 3.0 - 0.1 * k, 2: 3.01 - 0.1 * k} for k in (-10, -9, -8)}
     wr = table.analyse_width(256, cells, boot=[-8.0, -8.0])
     assert wr.best == -8 and wr.at_edge and wr.vertex is None and wr.p_right is None
+
+
+def test_bootstrap_resamples_the_seeds() -> None:
+    # seed 1 prefers 2^-9, seeds 2 and 3 make 2^-8 best on the mean; a draw picks 2^-9 when
+    # it holds seed 1 at least twice: 7/27 of draws (binomial, 3 draws, p = 1/3)
+    cells = {-9: {1: 2.40, 2: 2.50, 3: 2.50}, -8: {1: 2.45, 2: 2.45, 3: 2.45}}
+    boot = table.bootstrap_best({128: cells}, draws=2000)[128]
+    wr = table.analyse_width(128, cells, boot)
+    assert wr.best == -8 and wr.boot_interval == (-9, -8)
+    assert wr.boot_share == pytest.approx(20 / 27, abs=0.04)
