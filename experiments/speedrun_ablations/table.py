@@ -6,14 +6,15 @@ For every configuration of ``configs.txt`` and size: the effect of its switch on
 validation loss, *with minus without* (negative: the switch helps), as the difference
 of the seed means ± its standard error, and the one-sided Welch p-value that the switch
 helps, computed with the functions ``gptlab.compare`` uses. "+x" rows add x to their
-reference (GPT-2-style ``base`` or ``modern``), "-x" rows take it out of ``modern``.
+reference (GPT-2-style ``base`` or ``modern``), "-x" rows take it out of ``modern``,
+and the ``modern`` row is the whole preset against ``base``.
 Twice: at equal steps (final validation) and at equal wall-clock. Wall-clock comes
 from ``step_costs.json`` (``step_costs.py``: every configuration timed side by side, so
-a busy machine cannot favour one): a configuration whose step costs r times its
-reference's is read at ``steps / r`` steps of its validation curve (interpolated; a
-cheaper one keeps its final value). Its learning-rate schedule was laid out for the
-full steps, so a slower switch is judged before its decay ended: a conservative
-reading. Without the file, the runs' own median wall times are used.
+a busy machine cannot favour one): the group whose steps cost more is read where the
+other group's runs ended in time (its validation curve interpolated there), the cheaper
+group keeps its final value. The slower group's learning-rate schedule was laid out for
+all its steps, so it is judged before its decay ended: a reading that favours the
+cheaper group. Without the file, the runs' own median wall times are used.
 Writes ``results.md`` and ``ablation.png``.
 """
 
@@ -68,19 +69,32 @@ def step_costs() -> dict[str, float]:
 def at_equal_time(
     runs: list[Run], reference: list[Run], ratio: float | None
 ) -> tuple[list[float | None], list[float | None], float]:
-    """The two groups' losses at the reference's training time, and the time ratio used."""
+    """The two groups' losses at the shorter group's training time, and the time ratio used.
+
+    The budget is whichever group finished sooner: the slower group is read earlier on
+    its validation curve, the quicker one keeps its final value (it had no more time).
+    """
     if ratio is None:  # the runs' own wall times
-        budget = statistics.median(wall_time(r) for r in reference)
-        ratio = statistics.median(wall_time(r) for r in runs) / budget
+        budget = min(
+            statistics.median(wall_time(r) for r in reference),
+            statistics.median(wall_time(r) for r in runs),
+        )
+        ratio = statistics.median(wall_time(r) for r in runs) / statistics.median(
+            wall_time(r) for r in reference
+        )
         return (
             [value_at(r, budget, "time") for r in runs],
             [value_at(r, budget, "time") for r in reference],
             ratio,
         )
-    budget_steps = statistics.median(last_step(r) for r in reference) / ratio
+    # time in units of one reference step: the runs' steps cost `ratio` each
+    budget = min(
+        statistics.median(last_step(r) for r in reference),
+        ratio * statistics.median(last_step(r) for r in runs),
+    )
     return (
-        [value_at(r, min(budget_steps, last_step(r)), "steps") for r in runs],
-        [final_loss(r) for r in reference],
+        [value_at(r, min(budget / ratio, last_step(r)), "steps") for r in runs],
+        [value_at(r, min(budget, last_step(r)), "steps") for r in reference],
         ratio,
     )
 
@@ -100,8 +114,10 @@ def table(runs_dir: Path) -> list[dict]:
     for size in sorted(p.name for p in runs_dir.iterdir() if p.is_dir()):
         refs = {ref: finished(runs_dir / size / ref) for ref in ("base", "modern")}
         for name, ref in configurations():
+            if name == "modern":  # the whole preset against the GPT-2-style baseline
+                ref = "base"
             runs, reference = finished(runs_dir / size / name), refs[ref]
-            if name in ("base", "modern") or len(runs) < 2 or len(reference) < 2:
+            if name == "base" or len(runs) < 2 or len(reference) < 2:
                 continue
             steps = ([final_loss(r) for r in runs], [final_loss(r) for r in reference])
             key, ref_key = f"{size}/{name}", f"{size}/{ref}"
