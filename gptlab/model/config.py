@@ -71,6 +71,15 @@ class MupConfig:
     base_width: the width (``n_embd``) whose hyper-parameters were tuned, the proxy's;
         ``None`` means the model's own width (width multiplier 1: then µP is the
         standard parametrization, apart from the zero-init options).
+    base_n_head: the proxy's number of attention heads; ``None`` means the model's own
+        ``n_head`` (heads fixed, head size growing with the width). Set it when the model
+        was widened by adding heads of a fixed size (GPT-2's sizes all use head size 64):
+        ``base_width=128 base_n_head=4`` for a 4 x 32 proxy of a 1024-wide, 32-head
+        model, whose heads did not change size and so keep sp's 1/sqrt(d) scale.
+    base_n_kv_head: the proxy's key/value heads (GQA); ``None`` keeps the model's ratio
+        of query to key/value heads (``base_n_head * n_kv_head / n_head``), so a
+        multi-head model's proxy is multi-head too; set it when the widened model kept
+        its key/value heads instead (e.g. ``1`` for multi-query).
     input_mult: multiplies the embedding output (token + learned positions).
     output_mult: multiplies the logits, on top of the 1/width-multiplier µP gives them.
     zero_readout: the head starts at zero (Tensor Programs V's advice; needs untied
@@ -80,6 +89,8 @@ class MupConfig:
     """
 
     base_width: int | None = None
+    base_n_head: int | None = None
+    base_n_kv_head: int | None = None
     input_mult: float = 1.0
     output_mult: float = 1.0
     zero_readout: bool = False

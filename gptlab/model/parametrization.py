@@ -18,13 +18,25 @@ hidden matrices       variance / fan-in mult    as sp
 c_fc)                 the residual projections
                       keep their 1/√(2L))
 attention scores      —                         q·k · √d_base / d (∝ 1/d instead of
-                                                1/√d; = 1/√d at the base width)
+                                                1/√d; = 1/√d where the head size is
+                                                the proxy's, d = d_base)
 readout (lm_head)     N(0, 0.02), as sp         logits * ``output_mult`` / m
 ====================  ========================  =========================================
 
+A model can be widened two ways, and µP needs to know which: with the head count fixed
+(the head size grows; the default) or by adding heads of a fixed size (GPT-2's sizes all
+use head size 64). ``model.mup.base_n_head`` is the proxy's head count (default: the
+model's ``n_head``) and ``model.mup.base_n_kv_head`` its key/value heads (default: the
+model's ratio of query to key/value heads; see ``base_n_kv_head``). The proxy's head size
+``d_base = base_width / base_n_head`` is what the attention rule scales from, so with
+``base_width=128 base_n_head=4`` a 1024-wide model with 32 heads of 32 keeps sp's
+1/√32 (deriving ``d_base`` as ``base_width / n_head`` = 4 would scale its scores by
+√4/32, a third of that, although no head changed size).
+
 Which tensors are which is decided as ``microsoft/mup``'s ``set_base_shapes`` does: the
-model of the base width (the same config, ``n_embd = base_width``, same heads) is built
-on the meta device and each parameter's shape compared with its base shape. A dimension
+base model (the same config with ``n_embd = base_width``, ``n_head = base_n_head`` and
+``base_n_kv_head`` key/value heads: the proxy) is built on the meta device and each
+parameter's shape compared with its base shape. A dimension
 that differs grows with width ("infinite"); the *fan-in multiplier* is
 ``in / base_in`` (dim 1 of a 2-D weight), the fan-out multiplier ``out / base_out``
 (dim 0). Tensors with two infinite dimensions are *matrix-like* (the hidden matrices),
@@ -58,7 +70,7 @@ Per-group learning rates (``lr_multipliers``; the optimizers in
 
 What µP does not cover yet is refused by name (``validate_mup``), never run as sp:
 ``value_embeds``, ``x0_shortcut``, ``unet_skips``. Everything else is covered: tied
-and untied embeddings, GQA/MQA (``n_kv_head`` stays fixed, head size grows), RoPE,
+and untied embeddings, GQA/MQA (with growing head size or growing head count), RoPE,
 RMSNorm, LayerNorm, every MLP, QK-norm, soft-caps (applied after the multipliers),
 windows, zero-initialised projections.
 
@@ -124,19 +136,7 @@ def validate_mup(cfg: GPTConfig) -> None:
                 "scales up from the tuned proxy, so set base_width to the proxy's (smaller) "
                 f"width, at most {cfg.n_embd}"
             )
-        if base % cfg.n_head:
-            raise ModelConfigError(
-                f"model.mup.base_width={base} is not a multiple of model.n_head="
-                f"{cfg.n_head}, so the base model's head size ({base}/{cfg.n_head}) that the "
-                "1/d attention rule scales from is not whole; choose base_width as a "
-                f"multiple of {cfg.n_head}"
-            )
-        if cfg.position == "rope" and (base // cfg.n_head) % 2:
-            raise ModelConfigError(
-                f"model.mup.base_width={base} gives the base model an odd head size "
-                f"({base // cfg.n_head}), which RoPE cannot rotate; choose base_width as a "
-                f"multiple of {2 * cfg.n_head}"
-            )
+    _validate_base_heads(cfg)
     for name in ("input_mult", "output_mult"):
         value = getattr(m, name)
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -148,6 +148,72 @@ def validate_mup(cfg: GPTConfig) -> None:
             "model.mup.zero_readout=true would zero the token embedding too, because "
             "model.tie_embeddings=true makes the head the embedding; set "
             "model.tie_embeddings=false or model.mup.zero_readout=false"
+        )
+
+
+def _positive_int_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+
+
+def _validate_base_heads(cfg: GPTConfig) -> None:
+    """Refuse base heads the base model cannot have (``model.mup.base_n_head``, ``base_n_kv_head``).
+
+    The base model is the proxy: ``base_width`` wide with ``base_n_head`` heads of
+    ``base_width / base_n_head`` and ``base_n_kv_head`` key/value heads. Its head size
+    is what the 1/d attention rule scales from and its shapes decide the per-tensor
+    multipliers, so it must be a model gptlab could build.
+    """
+    m = cfg.mup
+    for name in ("base_n_head", "base_n_kv_head"):
+        value = getattr(m, name)
+        if not _positive_int_or_none(value):
+            raise ModelConfigError(
+                f"model.mup.{name}={value!r} must be a positive integer (the proxy's "
+                f"{'heads' if name == 'base_n_head' else 'key/value heads'}), or null for "
+                "the model's own"
+            )
+    width, heads = base_width(cfg), base_n_head(cfg)
+    if heads > cfg.n_head:
+        raise ModelConfigError(
+            f"model.mup.base_n_head={heads} is larger than model.n_head={cfg.n_head}; µP "
+            "scales up from the tuned proxy, so set base_n_head to the proxy's (smaller) "
+            f"head count, at most {cfg.n_head}"
+        )
+    heads_key = "model.n_head" if m.base_n_head is None else "model.mup.base_n_head"
+    if width % heads:
+        raise ModelConfigError(
+            f"model.mup.base_width={width} is not a multiple of {heads_key}={heads}, so the "
+            f"base model's head size ({width}/{heads}) that the 1/d attention rule scales "
+            f"from is not whole; choose base_width as a multiple of {heads}, or set "
+            "model.mup.base_n_head to the proxy's head count"
+        )
+    if cfg.position == "rope" and (width // heads) % 2:
+        raise ModelConfigError(
+            f"model.mup.base_width={width} with {heads_key}={heads} gives the base model an "
+            f"odd head size ({width // heads}), which RoPE cannot rotate; choose base_width "
+            f"as a multiple of {2 * heads}"
+        )
+    kv = m.base_n_kv_head
+    if kv is None:
+        if (heads * cfg.n_kv_head) % cfg.n_head:
+            raise ModelConfigError(
+                f"model.mup.base_n_head={heads} with the model's ratio of {cfg.n_head} query "
+                f"to {cfg.n_kv_head} key/value heads gives the base model "
+                f"{heads}*{cfg.n_kv_head}/{cfg.n_head} key/value heads, not a whole number; "
+                "set model.mup.base_n_kv_head to the proxy's key/value heads"
+            )
+        return
+    if kv > cfg.n_kv_head:
+        raise ModelConfigError(
+            f"model.mup.base_n_kv_head={kv} is larger than the model's {cfg.n_kv_head} "
+            "key/value heads; µP scales up from the tuned proxy, so set base_n_kv_head to "
+            f"the proxy's (smaller) count, at most {cfg.n_kv_head}"
+        )
+    if heads % kv:
+        raise ModelConfigError(
+            f"model.mup.base_n_kv_head={kv} does not divide the base model's {heads_key}="
+            f"{heads}, so its query heads cannot share key/value heads evenly; choose a "
+            f"divisor of {heads}"
         )
 
 
@@ -174,24 +240,67 @@ def logit_multiplier(cfg: GPTConfig) -> float:
     return float(cfg.mup.output_mult) / width_mult(cfg)
 
 
+def base_n_head(cfg: GPTConfig) -> int:
+    """The proxy's attention heads: ``model.mup.base_n_head``, or the model's own."""
+    return cfg.n_head if cfg.mup.base_n_head is None else cfg.mup.base_n_head
+
+
+def base_n_kv_head(cfg: GPTConfig) -> int:
+    """The proxy's key/value heads: ``model.mup.base_n_kv_head``, or the model's ratio.
+
+    The default keeps the query-to-key/value ratio (the GQA group size) rather than the
+    model's own count, because that is what keeps a multi-head model's proxy multi-head
+    (``n_kv_head`` unset means ``n_head``, which the proxy, with fewer heads, cannot
+    have) and what makes the default agree with today's base model when
+    ``base_n_head`` is unset. A model that kept its key/value heads fixed while adding
+    query heads (multi-query, say) sets ``base_n_kv_head`` itself; where the ratio gives
+    no whole number, ``validate_mup`` asks for it.
+    """
+    if cfg.mup.base_n_kv_head is not None:
+        return cfg.mup.base_n_kv_head
+    return base_n_head(cfg) * cfg.n_kv_head // cfg.n_head
+
+
+def base_head_size(cfg: GPTConfig) -> int:
+    """The proxy's head size, ``base_width / base_n_head``: what the 1/d rule scales from."""
+    return base_width(cfg) // base_n_head(cfg)
+
+
 def attention_scale(cfg: GPTConfig) -> float | None:
-    """The attention scores' scale: ``None`` (the backends' 1/√d) under sp and at the base width, else √d_base/d.
+    """The attention scores' scale: ``None`` (the backends' 1/√d) under sp or at the base head size, else √d_base/d.
 
     Under µP queries and keys become correlated during training, so q·k grows like d,
     not √d; 1/d keeps the scores of order one. The constant √d_base makes the scale
-    exactly 1/√d at the base width, where µP is sp.
+    exactly 1/√d at the base head size, where µP is sp. ``d_base`` is the proxy's head
+    size (``base_width / base_n_head``), not ``base_width / n_head``: a model widened by
+    adding heads of the proxy's size keeps sp's scale at every width, as it should,
+    since no head changed.
     """
     if cfg.parametrization != "mup":
         return None
-    base_head = base_width(cfg) // cfg.n_head
-    if base_head == cfg.head_size:  # the base width: sp's scale, computed as sp computes it
+    base_head = base_head_size(cfg)
+    if base_head == cfg.head_size:  # the base head size: sp's scale, computed as sp does
         return None
     return math.sqrt(base_head) / cfg.head_size
 
 
 def base_config(cfg: GPTConfig) -> GPTConfig:
-    """The base-width model's config (same heads, ``n_embd = base_width``), under sp."""
-    return dataclasses.replace(cfg, n_embd=base_width(cfg), parametrization="sp", mup=MupConfig())
+    """The base model's config (``n_embd = base_width``, the proxy's heads), under sp.
+
+    Only its shapes are used (built on the meta device), so it must have the proxy's
+    heads, not the widened model's: with GQA ``n_kv_head * head_size`` is part of
+    ``c_attn``'s shape, and with QK-norm the head size is the norms' shape.
+    """
+    heads, kv = base_n_head(cfg), base_n_kv_head(cfg)
+    attention = dataclasses.replace(cfg.attention, n_kv_head=None if kv == heads else kv)
+    return dataclasses.replace(
+        cfg,
+        n_embd=base_width(cfg),
+        n_head=heads,
+        attention=attention,
+        parametrization="sp",
+        mup=MupConfig(),
+    )
 
 
 # ----------------------------------------------------------------- shapes and rules
