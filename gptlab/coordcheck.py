@@ -27,7 +27,9 @@ width is ``base_width`` (default: the smallest width), so the smallest model is 
 
 ``coord_check(cfg)`` does the work and returns a ``CoordCheck``; ``main`` is the Hydra
 wrapper. The model is ``cfg.model`` (any preset, ``model=micro`` by default) with
-``n_embd`` set per width and ``block_size`` from ``cfg.block_size``; the optimizer is
+``n_embd`` set per width (and ``n_head = width / head_size`` with ``head_size`` set:
+heads added at a fixed size instead of growing) and ``block_size`` from
+``cfg.block_size``; the optimizer is
 ``cfg.optimizer`` (its lr set large in ``gptlab/conf/coordcheck.yaml``).
 """
 
@@ -112,6 +114,20 @@ def _check(cfg: DictConfig) -> tuple[list[int], int]:
             f"widths={list(cfg.widths)} must be at least two different positive widths, "
             "e.g. widths=[64,128,256]"
         )
+    head_size = cfg.get("head_size")
+    if head_size is not None:
+        if not isinstance(head_size, int) or isinstance(head_size, bool) or head_size < 1:
+            raise ConfigError(
+                f"head_size={head_size!r} must be a positive integer, or null to keep "
+                "model.n_head at every width"
+            )
+        odd = [w for w in widths if w % head_size]
+        if odd:
+            raise ConfigError(
+                f"width {odd[0]} is not a multiple of head_size={head_size}, so it cannot "
+                f"be split into heads of {head_size}; choose widths that are multiples of "
+                f"{head_size}"
+            )
     steps = int(cfg.steps)
     if steps < 1:
         raise ConfigError(f"steps={steps} must be at least 1 (updates before the last record)")
@@ -125,13 +141,24 @@ def _plain(node: Any) -> dict[str, Any]:
 
 
 def model_config(cfg: DictConfig, width: int, vocab_size: int, base_width: int) -> GPTConfig:
-    """``cfg.model`` at ``width``; under µP with the check's base width unless the model sets one."""
+    """``cfg.model`` at ``width``; under µP with the check's base width unless the model sets one.
+
+    With ``cfg.head_size`` set, the model is widened by adding heads of that size
+    (``n_head = width / head_size``, and under µP the base model's heads
+    ``base_width / head_size`` unless the model sets ``mup.base_n_head``), the other way
+    to widen a transformer, which µP's attention rule must also get right.
+    """
     d = _plain(cfg.model)
     d.update(n_embd=width, vocab_size=vocab_size, block_size=int(cfg.block_size))
+    head_size = cfg.get("head_size")
+    if head_size is not None:
+        d["n_head"] = width // int(head_size)
     if d.get("parametrization") == "mup":
         mup = dict(d.get("mup") or {})
         if mup.get("base_width") is None:
             mup["base_width"] = base_width
+        if head_size is not None and mup.get("base_n_head") is None:
+            mup["base_n_head"] = int(mup["base_width"]) // int(head_size)
         d["mup"] = mup
     return GPTConfig.from_dict(d)
 

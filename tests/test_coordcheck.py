@@ -77,6 +77,18 @@ def test_mup_with_muon_keeps_the_hidden_outputs_flat():
     assert max(outputs.values()) <= 2.0, format_ratios(result)
 
 
+def test_mup_with_heads_added_at_a_fixed_size_stays_flat():
+    """Widening by adding heads of 32 (2 heads at width 64 ... 32 at 1024), µP from 2 x 32.
+
+    No head changes size, so the attention scale stays sp's 1/sqrt(32) at every width.
+    Measured with the scale derived the old way (base head size base_width / n_head of
+    the widened model: 2 at width 1024) the scores' ratio is 6.8 (block 1) and 3.7 (block 0),
+    with the other layers as here; sp with fixed head size exceeds 200 (README, µP section).
+    """
+    result = coord_check(compose_coordcheck([WIDTHS, "head_size=32"]))
+    assert max(result.ratios.values()) <= 2.0, format_ratios(result)
+
+
 def test_mup_trains_at_every_width_and_sp_breaks_at_the_widest(checks):
     mup, sp = checks["mup"].losses, checks["sp"].losses
     assert all(losses[-1] < losses[0] - 0.5 for losses in mup.values())
@@ -125,6 +137,8 @@ def test_files_and_cli(tmp_path, checks):
         ("steps=0", "steps=0 must be at least 1"),
         ("base_width=128", "model.mup.base_width=128 is larger than model.n_embd=64"),
         ("text=/no/such/file.txt", "is not a file"),
+        ("head_size=48", "width 64 is not a multiple of head_size=48"),
+        ("head_size=0", "head_size=0 must be a positive integer"),
     ],
 )
 def test_bad_input(override, words):

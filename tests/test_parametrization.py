@@ -14,7 +14,14 @@ import pytest
 import torch
 
 from gptlab.model import GPT, GPTConfig, ModelConfigError
-from gptlab.model.parametrization import attention_scale, sp_state_dict, width_mult
+from gptlab.model.parametrization import (
+    attention_scale,
+    base_config,
+    base_n_kv_head,
+    lr_multipliers,
+    sp_state_dict,
+    width_mult,
+)
 from gptlab.training.optim import adamw, muon, sgd
 from gptlab.training.schedules import lambda_scheduler
 
@@ -55,7 +62,9 @@ def test_sp_is_the_default_and_unchanged(variant):
     kw = {**VARIANTS[variant], "n_embd": 64}
     omitted, explicit = build(**kw), build(**kw, parametrization="sp")
     # the mup options are ignored under sp (so one sweep over sp,mup can set them once)
-    ignored = build(**kw, parametrization="sp", mup={"base_width": 32, "output_mult": 3.0})
+    ignored = build(
+        **kw, parametrization="sp", mup={"base_width": 32, "base_n_head": 2, "output_mult": 3.0}
+    )
     assert list(explicit.state_dict()) == list(omitted.state_dict())
     for name, p in omitted.state_dict().items():
         assert torch.equal(p, explicit.state_dict()[name]) and torch.equal(
@@ -66,10 +75,14 @@ def test_sp_is_the_default_and_unchanged(variant):
     assert all(block.attn.scale is None for block in omitted.transformer.h)
 
 
+@pytest.mark.parametrize("heads", ["default", "explicit"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_mup_at_its_base_width_is_sp_bit_for_bit(variant):
-    kw = VARIANTS[variant]
-    sp_model, mup_model = build(n_embd=64, **kw), mup(64, 64, **kw)
+def test_mup_at_its_base_width_is_sp_bit_for_bit(variant, heads):
+    kw = dict(VARIANTS[variant])
+    if heads == "explicit":  # base_n_head = n_head (and its kv heads) changes nothing
+        n_kv = kw.get("attention", {}).get("n_kv_head", BASE["n_head"])
+        kw["mup"] = {"base_n_head": BASE["n_head"], "base_n_kv_head": n_kv}
+    sp_model, mup_model = build(n_embd=64, **VARIANTS[variant]), mup(64, 64, **kw)
     assert list(sp_model.state_dict()) == list(mup_model.state_dict())
     for name, p in sp_model.state_dict().items():
         assert torch.equal(p, mup_model.state_dict()[name]), name
@@ -146,6 +159,48 @@ def test_attention_scale_goes_through_every_backend(variant):
     for block in models["sdpa"].transformer.h:
         block.attn.scale = None
     assert not torch.allclose(models["manual"](x), models["sdpa"](x), atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_heads_added_at_a_fixed_size_keep_sps_scale_at_every_width(variant):
+    """A 4 x 32 proxy widened by adding heads of 32: no head changes, so the scale is 1/√32.
+
+    (Deriving the base head size as ``base_width / n_head`` of the widened model, as
+    before ``base_n_head``, gave √4/32 = 0.0625 at width 1024 instead of 0.177.)
+    """
+    kw = dict(VARIANTS[variant])
+    n_kv = kw.pop("attention", {}).get("n_kv_head")
+    x = tokens()
+    for width in (128, 256, 512, 1024):
+        n_head = width // 32
+        # GQA keeps its ratio of query to key/value heads by default; MQA keeps its one head
+        kv = None if n_kv is None else (1 if n_kv == 1 else n_head // 2)
+        base_kv = {"base_n_kv_head": 1} if n_kv == 1 else {}
+        model = mup(
+            width,
+            128,
+            n_head=n_head,
+            attention={"n_kv_head": kv},
+            mup={"base_n_head": 4, **base_kv},
+            **kw,
+        )
+        assert attention_scale(model.config) is None, width  # computed as sp computes it
+        assert all(block.attn.scale is None for block in model.transformer.h)
+        model.eval()
+        with torch.no_grad():  # and it is sp's 1/√32: setting it explicitly changes nothing
+            before = model(x)
+            for block in model.transformer.h:
+                block.attn.scale = 1 / math.sqrt(32)
+            torch.testing.assert_close(model(x), before)
+    # the head size may also change along with the head count: √d_base / d again
+    both = GPTConfig(
+        **{**BASE, "n_head": 16},
+        n_embd=1024,
+        parametrization="mup",
+        mup={"base_width": 128, "base_n_head": 4},
+    )
+    assert attention_scale(both) == pytest.approx(math.sqrt(32) / 64)
+    assert base_config(both).n_head == 4 and base_config(both).head_size == 32
 
 
 def test_attention_scale_reaches_flexattention():
@@ -235,6 +290,55 @@ def test_muon_under_mup_takes_width_independent_spectral_steps():
         assert sp_wide[name] / sp_small[name] == pytest.approx(2.0, rel=0.15), name
 
 
+def test_gqa_multipliers_with_heads_added_at_a_fixed_size():
+    """Per-tensor multipliers when key/value heads stay fixed while query heads are added.
+
+    Model: 256 wide, 8 query heads of 32, 2 key/value heads, so ``c_attn`` is
+    (8 + 2·2)·32 = 384 rows by 256. Proxy: 64 wide, ``base_n_head=2`` of 32 and
+    ``base_n_kv_head=2``: (2 + 2·2)·32 = 192 rows by 64. So c_attn's fan-out multiplier is
+    384/192 = 2 (not m = 4), its fan-in 4; every other hidden matrix has 4 and 4. By hand:
+    Adam 1/4 for every hidden matrix; SGD 2/4 = 0.5 for c_attn (1 for the others) and 2
+    for c_attn's bias (4 for the other vectors); Muon sqrt(max(192, 64) / max(384, 256))
+    = sqrt(1/2) for c_attn, sqrt(64/256) = 1/2 for c_proj, sqrt(256/1024) for c_fc.
+    (The old base, 8 heads of 64/8 = 8, had 96 rows: fan-out 4, SGD 1, Muon 1/2.)
+    """
+    model = mup(
+        256,
+        64,
+        n_head=8,
+        tie_embeddings=False,
+        attention={"n_kv_head": 2},
+        mup={"base_n_head": 2, "base_n_kv_head": 2},
+    )
+    names = {id(p): n for n, p in model.named_parameters()}
+    base = base_config(model.config)
+    assert (base.n_embd, base.n_head, base.n_kv_head, base.head_size) == (64, 2, 2, 32)
+
+    def by_name(rule: str) -> dict[str, float]:
+        return {names[i]: f for i, f in lr_multipliers(model, rule).items()}
+
+    adam, sgd_, muon_ = by_name("adam"), by_name("sgd"), by_name("muon")
+    for name in names.values():
+        matrix = name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
+        assert adam[name] == pytest.approx(0.25 if matrix else 1.0), name
+        if name.endswith("c_attn.weight"):
+            assert sgd_[name] == pytest.approx(0.5) and muon_[name] == pytest.approx(0.5**0.5)
+        elif name.endswith("c_attn.bias"):
+            assert sgd_[name] == pytest.approx(2.0), name
+        elif matrix:
+            assert sgd_[name] == pytest.approx(1.0), name
+        else:  # embeddings, readout, biases, norm gains: vector-like, width multiplier 4
+            assert sgd_[name] == pytest.approx(4.0), name
+    assert muon_["transformer.h.0.attn.c_proj.weight"] == pytest.approx(0.5)
+    assert muon_["transformer.h.0.mlp.c_fc.weight"] == pytest.approx(0.5)
+    # by default base_n_kv_head keeps the ratio: 8 to 2 gives 2 to 0.5, refused
+    with pytest.raises(ModelConfigError, match="set model.mup.base_n_kv_head"):
+        mup(256, 64, n_head=8, attention={"n_kv_head": 2}, mup={"base_n_head": 2})
+    # ... and with a whole ratio it is the ratio: 8:4 -> 2:1
+    ratio = mup(256, 64, n_head=8, attention={"n_kv_head": 4}, mup={"base_n_head": 2})
+    assert base_n_kv_head(ratio.config) == 1 and base_config(ratio.config).n_kv_head == 1
+
+
 def test_muon_groups_under_mup():
     if not hasattr(torch.optim, "Muon"):
         pytest.skip("torch.optim.Muon needs torch>=2.9")
@@ -263,6 +367,30 @@ def test_muon_groups_under_mup():
         (dict(n_embd=64, x0_shortcut=True), "does not cover model.x0_shortcut"),
         (dict(n_embd=64, unet_skips=True), "does not cover model.unet_skips"),
         (dict(n_embd=64, mup={"base_widht": 32}), "unknown key model.mup.base_widht"),
+        (dict(n_embd=64, mup={"base_n_head": 0}), "base_n_head=0 must be a positive"),
+        (dict(n_embd=64, mup={"base_n_head": True}), "base_n_head=True must be a positive"),
+        (dict(n_embd=64, mup={"base_n_kv_head": 2.5}), "base_n_kv_head=2.5 must be a"),
+        (dict(n_embd=64, mup={"base_n_head": 8}), "base_n_head=8 is larger than model.n_head=4"),
+        (
+            dict(n_embd=64, mup={"base_width": 40, "base_n_head": 3}),
+            "base_width=40 is not a multiple of model.mup.base_n_head=3",
+        ),
+        (
+            dict(n_embd=64, position="rope", mup={"base_width": 12, "base_n_head": 4}),
+            "odd head size (3)",
+        ),
+        (
+            dict(n_embd=64, attention={"n_kv_head": 1}, mup={"base_width": 32, "base_n_head": 2}),
+            "gives the base model 2*1/4 key/value heads, not a whole number",
+        ),
+        (
+            dict(n_embd=64, attention={"n_kv_head": 2}, mup={"base_n_kv_head": 4}),
+            "base_n_kv_head=4 is larger than the model's 2 key/value heads",
+        ),
+        (
+            dict(n_embd=64, mup={"base_n_head": 4, "base_n_kv_head": 3}),
+            "base_n_kv_head=3 does not divide the base model's model.mup.base_n_head=4",
+        ),
     ],
 )
 def test_bad_mup_input_is_one_sentence(kw, words):
@@ -281,6 +409,10 @@ def test_config_round_trips():
     cfg = GPTConfig(**BASE, n_embd=64, parametrization="mup", mup={"base_width": 32})
     again = GPTConfig.from_dict(cfg.to_dict())
     assert again == cfg and again.mup.base_width == 32
+    heads = GPTConfig(
+        **BASE, n_embd=64, parametrization="mup", mup={"base_width": 32, "base_n_head": 2}
+    )
+    assert GPTConfig.from_dict(heads.to_dict()).mup.base_n_head == 2
     old = {k: v for k, v in cfg.to_dict().items() if k not in ("parametrization", "mup")}
     assert GPTConfig.from_dict(old).parametrization == "sp"  # checkpoints from before
 
