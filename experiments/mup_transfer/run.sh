@@ -14,6 +14,8 @@
 #   DRY_RUN=1 bash experiments/mup_transfer/run.sh            # the queue and its estimate only
 #   STEPS=10 WIDTHS="256 128" SP_LRS="-9 -8" MUP_LRS="-9 -8" SEEDS="1 2" WORKERS=1 \
 #     RUNS=/tmp/mup_smoke bash experiments/mup_transfer/run.sh        # a one-minute smoke run
+#   HEAD_SIZE=32 RUNS=outputs/mup_transfer_heads OUT=outputs/mup_transfer_heads \
+#     bash experiments/mup_transfer/run.sh      # widen by adding heads of 32 instead (README)
 #
 # Grids: sp 2^-14..2^-7, µP 2^-12..2^-6, chosen from probes (README, "Set-up"): sp's optimum
 # is ~2^-8.5 at width 128 and ~2^-12.5 at 1024, µP's stays near 2^-9.5 at 1024.
@@ -31,7 +33,16 @@ WARMUP=${WARMUP:-$((STEPS / 10))}
 WORKERS=${WORKERS:-2}
 DATA=${DATA:-$ROOT/../shared/data/tinyshakespeare.txt}  # else data=shakespeare downloads it once
 EXTRA=${EXTRA:-}  # more overrides for every job, e.g. EXTRA="model.mup.zero_readout=true"
-export HERE PY STEPS WARMUP EXTRA RUNS
+# Empty: 4 heads at every width (the head size grows, 32 ... 256). A number: n_head = width /
+# HEAD_SIZE, and µP's proxy has 128 / HEAD_SIZE heads (128: the yaml's model.mup.base_width).
+HEAD_SIZE=${HEAD_SIZE:-}
+for w in $WIDTHS 128; do
+  if [[ -n $HEAD_SIZE ]] && ((w % HEAD_SIZE)); then
+    echo "width $w is not a multiple of HEAD_SIZE=$HEAD_SIZE; choose a divisor of 128" >&2
+    exit 2
+  fi
+done
+export HERE PY STEPS WARMUP EXTRA RUNS HEAD_SIZE
 export DATA_OVERRIDE=""
 [[ -f "$DATA" ]] && DATA_OVERRIDE="data.path=$DATA"
 
@@ -42,13 +53,14 @@ seed_done() {  # $1: one seed's run folder
 
 run_entry() {  # parametrization width log2-lr seeds (comma-separated)
   local p=$1 w=$2 k=$3 seeds=$4 lr
-  local dir="$RUNS/$p/w$w/log2lr$k"
+  local dir="$RUNS/$p/w$w/log2lr$k" heads=""
   lr=$(awk -v k="$k" 'BEGIN { printf "%.12g", 2 ^ k }')
+  [[ -n $HEAD_SIZE ]] && heads="model.n_head=$((w / HEAD_SIZE)) model.mup.base_n_head=$((128 / HEAD_SIZE))"
   mkdir -p "$dir"
-  # shellcheck disable=SC2086  # DATA_OVERRIDE and EXTRA are lists of overrides
+  # shellcheck disable=SC2086  # DATA_OVERRIDE, heads and EXTRA are lists of overrides
   if OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" -m gptlab.train --multirun --config-dir "$HERE" \
     experiment=mup_transfer "model.parametrization=$p" "model.n_embd=$w" "optimizer.lr=$lr" \
-    "seed=$seeds" "trainer.max_steps=$STEPS" "scheduler.warmup_steps=$WARMUP" $DATA_OVERRIDE $EXTRA \
+    "seed=$seeds" "trainer.max_steps=$STEPS" "scheduler.warmup_steps=$WARMUP" $DATA_OVERRIDE $heads $EXTRA \
     "hydra.sweep.dir=$dir" 'hydra.sweep.subdir=${seed}' >"$dir/sweep.log" 2>&1; then
     echo "$(date +%H:%M:%S) done   $p width $w lr 2^$k seeds $seeds"
   else
