@@ -376,6 +376,10 @@ def test_muon_groups_under_mup():
             "base_width=40 is not a multiple of model.mup.base_n_head=3",
         ),
         (
+            dict(n_embd=64, mup={"base_n_head": 3}),
+            "model.n_embd=64 is not a multiple of model.mup.base_n_head=3",
+        ),
+        (
             dict(n_embd=64, position="rope", mup={"base_width": 12, "base_n_head": 4}),
             "odd head size (3)",
         ),

@@ -180,16 +180,17 @@ def _validate_base_heads(cfg: GPTConfig) -> None:
             f"head count, at most {cfg.n_head}"
         )
     heads_key = "model.n_head" if m.base_n_head is None else "model.mup.base_n_head"
+    width_key = "model.n_embd" if m.base_width is None else "model.mup.base_width"
     if width % heads:
         raise ModelConfigError(
-            f"model.mup.base_width={width} is not a multiple of {heads_key}={heads}, so the "
+            f"{width_key}={width} is not a multiple of {heads_key}={heads}, so the "
             f"base model's head size ({width}/{heads}) that the 1/d attention rule scales "
             f"from is not whole; choose base_width as a multiple of {heads}, or set "
             "model.mup.base_n_head to the proxy's head count"
         )
     if cfg.position == "rope" and (width // heads) % 2:
         raise ModelConfigError(
-            f"model.mup.base_width={width} with {heads_key}={heads} gives the base model an "
+            f"{width_key}={width} with {heads_key}={heads} gives the base model an "
             f"odd head size ({width // heads}), which RoPE cannot rotate; choose base_width "
             f"as a multiple of {2 * heads}"
         )
