@@ -9,6 +9,7 @@ nanoGPT is not part of gptlab: its model.py is imported from NANOGPT_DIR at run 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 
@@ -22,7 +23,8 @@ def main() -> None:
     from model import GPT, GPTConfig  # nanoGPT's own
 
     ckpt = torch.load(ckpt_path, map_location="cpu")
-    model = GPT(GPTConfig(**ckpt["model_args"]))
+    with contextlib.redirect_stdout(sys.stderr):  # nanoGPT prints its parameter count
+        model = GPT(GPTConfig(**ckpt["model_args"]))
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
     model.load_state_dict(state)
     model.eval()
@@ -41,7 +43,7 @@ def main() -> None:
             )
             total += loss.item()
             count += y.numel()
-    print(f"{total / count:.6f}")
+    print(f"{total / count:.6f}")  # the one line vs_nanogpt.sh reads
     assert math.isfinite(total)
 
 

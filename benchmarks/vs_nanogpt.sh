@@ -53,7 +53,7 @@ if [ "${MODE:-}" = speedrun ]; then
     (cd "$HERE" && "$PY" -m gptlab.train experiment=shakespeare_speedrun seed="$seed" \
        logger=none hydra.run.dir="$OUT/gptlab$seed" >"$OUT/gptlab$seed.log" 2>&1)
     gs=$(awk "BEGIN {print $(date +%s.%N) - $start}")
-    nl=$("$PY" "$HERE/benchmarks/speedrun_score_nanogpt.py" "$NANOGPT_DIR" "$OUT/nanogpt$seed/ckpt.pt")
+    nl=$("$PY" "$HERE/benchmarks/speedrun_score_nanogpt.py" "$NANOGPT_DIR" "$OUT/nanogpt$seed/ckpt.pt" | tail -1)
     gl=$(cd "$HERE" && "$PY" -m gptlab.evaluate ckpt="$OUT/gptlab$seed/checkpoints/last.ckpt" \
        data=shakespeare hydra.run.dir="$OUT/eval$seed" 2>/dev/null | grep -oE "loss [0-9.]+" | awk '{print $2}')
     echo "$seed $ns $nl $gs $gl" | tee -a "$TABLE"
