@@ -1,4 +1,4 @@
-"""Step time of each speed-record switch, alone, against the model with every switch off.
+"""Step time of each speed-record switch (and µP), alone, against the model with every switch off.
 
     python benchmarks/switch_overhead.py --rounds 5                 # this checkout
     python benchmarks/switch_overhead.py --rounds 5 --ref 9d3ea77   # + the code before the switches
@@ -40,6 +40,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {  # name: (model overrides, optimizer 
     "muon": ({}, {"name": "muon"}),
     "muon_bf16_ns": ({}, {"name": "muon", "ns_dtype": "bfloat16"}),  # torch.optim.Muon
     "muon+normuon": ({}, {"name": "muon", "normuon": True}),
+    # µP at twice its base width (every multiplier active; at m = 1 it is sp's code path)
+    "mup": ({"parametrization": "mup", "mup": {"base_width": 64}}, {}),
 }
 
 TIMER = r"""
