@@ -106,6 +106,25 @@ def test_other_presets_are_untouched(tmp_path):
     assert apply_depth(cfg, ["model=nano"]) is None and "scaled" not in cfg
 
 
+def test_under_mup_the_proxy_has_heads_of_the_same_size(tmp_path):
+    """Every size has heads of head_dim, so µP's proxy must too (or its 1/d scale is off)."""
+    overrides = ["model=scaled", "model.depth=4", "model.parametrization=mup"]
+    cfg = compose_train([*overrides, "model.mup.base_width=128"], tmp_path / "run")
+    apply_depth(cfg, overrides)
+    assert (cfg.model.n_embd, cfg.model.n_head, cfg.model.mup.base_n_head) == (256, 4, 2)
+    config = GPTConfig.from_dict({**cfg.model, "vocab_size": 65})
+    scaled = GPT(config)(torch.zeros(1, 8, dtype=torch.long))  # builds under µP's checks
+    assert scaled.shape == (1, 8, 65)
+    given = [*overrides, "model.mup.base_width=128", "model.mup.base_n_head=1"]
+    cfg = compose_train(given, tmp_path / "run2")
+    apply_depth(cfg, given)
+    assert cfg.model.mup.base_n_head == 1  # the command line wins
+    bad = [*overrides, "model.mup.base_width=96"]
+    cfg = compose_train(bad, tmp_path / "run3")
+    with pytest.raises(ConfigError, match=r"base_width=96 is not a multiple of 64"):
+        apply_depth(cfg, bad)
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [

@@ -192,6 +192,31 @@ def _config(model: Mapping[str, Any], n_layer: int, n_embd: int, n_head: int) ->
     return GPTConfig.from_dict(fields)
 
 
+def _mup_proxy_heads(model: Mapping[str, Any], settings: DepthSettings) -> dict[str, int]:
+    """Under µP, the proxy's head count: the depth knob widens at a fixed head size.
+
+    µP's attention scale compares the model's head size with the proxy's, which it takes
+    as ``base_width / base_n_head`` (``base_n_head`` defaulting to the model's own heads,
+    right only when widening keeps the head count). Every ``model=scaled`` size has heads
+    of ``head_dim``, so its proxy has ``base_width / head_dim`` of them; a command-line
+    ``model.mup.base_n_head`` wins as every key does.
+    """
+    mup = model.get("mup") or {}
+    base_width = mup.get("base_width")
+    if model.get("parametrization") != "mup" or base_width is None:
+        return {}
+    if mup.get("base_n_head") is not None:
+        return {}
+    if base_width % settings.head_dim:
+        raise ConfigError(
+            f"model=scaled widens at a fixed head size (model.head_dim={settings.head_dim}), so "
+            f"µP's proxy has model.mup.base_width / head_dim heads, but base_width={base_width} "
+            f"is not a multiple of {settings.head_dim}; choose a base width that is, or set "
+            f"model.mup.base_n_head"
+        )
+    return {"model.mup.base_n_head": base_width // settings.head_dim}
+
+
 def _next_power_of_two(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -257,6 +282,7 @@ def apply_depth(cfg: Any, overrides: list[str] | None = None) -> Derived | None:
         values["optimizer.weight_decay"] = (
             float(cfg.optimizer.weight_decay) * derived.weight_decay_scale
         )
+    values.update(_mup_proxy_heads(model, settings))
     if settings.wsd_from or settings.wsd_branches:
         from gptlab.training.wsd_branch import branch_values
 
