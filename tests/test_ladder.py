@@ -27,9 +27,8 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ladder")
+def run_tiny_ladder(root, *options: str) -> tuple:
+    """``python -m gptlab.ladder`` on depths 1-2 x budgets 3e8-1e9 in ``root``; (sweep, stdout)."""
     done = subprocess.run(
         [
             sys.executable,
@@ -38,7 +37,7 @@ def sweep(tmp_path_factory):
             "budgets=[3e8,1e9]",
             "depths=[1,2]",
             f"sweep_dir={root}/sweep",
-            "samples=100",
+            *options,
             *TINY,
         ],
         cwd=root,
@@ -49,6 +48,11 @@ def sweep(tmp_path_factory):
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return root / "sweep", done.stdout
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    return run_tiny_ladder(tmp_path_factory.mktemp("ladder"), "samples=100")
 
 
 @pytest.mark.slow

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,7 +14,7 @@ from gptlab.training.depth import apply_depth
 from gptlab.training.schedules import WarmupStableDecay
 from gptlab.training.wsd_branch import decay_start
 from tests.conftest import compose_train
-from tests.test_ladder import TINY
+from tests.test_ladder import run_tiny_ladder
 
 
 @pytest.mark.parametrize(
@@ -32,27 +29,7 @@ def test_the_branch_point_is_where_wsd_starts_its_decay(steps, warmup, fraction)
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wsd")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gptlab.ladder",
-            "budgets=[3e8,1e9]",
-            "depths=[1,2]",
-            "wsd=true",
-            f"sweep_dir={root}/sweep",
-            "samples=50",
-            *TINY,
-        ],  # fmt: skip
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return root / "sweep", done.stdout
+    return run_tiny_ladder(tmp_path_factory.mktemp("wsd"), "wsd=true", "samples=50")
 
 
 @pytest.mark.slow
