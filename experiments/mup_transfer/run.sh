@@ -8,9 +8,10 @@
 # done is skipped, so the script can be stopped and rerun. Finally table.py writes
 # results.md and transfer.png into $OUT (default: this folder).
 #
-#   bash experiments/mup_transfer/run.sh                      # from anywhere; ~55 min on 2 cores
+#   bash experiments/mup_transfer/run.sh                      # from anywhere; ~100 min on 2 cores
 #   SEEDS="1 2 3 4 5" bash experiments/mup_transfer/run.sh    # more seeds: only the new ones run
 #   SP_LRS="-15 -14" bash experiments/mup_transfer/run.sh     # extend a grid edge
+#   SP_LRS_1024="-14 -13 -12 -11" bash experiments/mup_transfer/run.sh  # one width's own grid
 #   DRY_RUN=1 bash experiments/mup_transfer/run.sh            # the queue and its estimate only
 #   STEPS=10 WIDTHS="256 128" SP_LRS="-9 -8" MUP_LRS="-9 -8" SEEDS="1 2" WORKERS=1 \
 #     RUNS=/tmp/mup_smoke bash experiments/mup_transfer/run.sh        # a one-minute smoke run
@@ -73,8 +74,10 @@ queue=()
 runs=0
 for w in $WIDTHS; do
   for p in sp mup; do
+    grid="${p^^}_LRS_$w"  # a width's own grid (SP_LRS_1024=...) or the shared one
     lrs=$SP_LRS
     [[ $p == mup ]] && lrs=$MUP_LRS
+    lrs=${!grid:-$lrs}
     for k in $lrs; do
       todo=()
       for s in $SEEDS; do
@@ -90,12 +93,12 @@ for w in $WIDTHS; do
   done
 done
 
-# Expected duration from the one-thread step times in the README (ms a step at widths
-# 128/256/512/1024, measured on a loaded machine), the final validation (~5 steps' worth),
+# Expected duration from one-thread step times (ms a step at widths 128/256/512/1024, measured
+# 2026-12-02 with both workers busy), the final validation (~5 steps' worth),
 # ~1 s a run and ~6 s a sweep of start-up.
 estimate=$(printf '%s\n' "${queue[@]}" | awk -v steps="$STEPS" -v workers="$WORKERS" '
-  BEGIN { ms[128] = 20; ms[256] = 55; ms[512] = 170; ms[1024] = 597 }
-  NF { n = split($4, s, ","); t = (w = $2) in ms ? ms[w] : 597 * (w / 1024) ^ 2
+  BEGIN { ms[128] = 35; ms[256] = 100; ms[512] = 330; ms[1024] = 1130 }
+  NF { n = split($4, s, ","); t = (w = $2) in ms ? ms[w] : 1130 * (w / 1024) ^ 2
        total += 6 + n * (1 + (steps + 5) * t / 1000) }
   END { printf "%.0f", total / workers / 60 }')
 echo "${#queue[@]} sweeps, $runs runs to go, about $estimate min with $WORKERS workers; runs in $RUNS"
